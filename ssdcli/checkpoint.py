@@ -1,0 +1,128 @@
+"""Self-describing checkpoints, loaded with ``torch.load(weights_only=True)`` (opening one never runs code).
+
+Layout (plain dict of tensors and primitives)::
+
+    {"format": "ssdcli-checkpoint", "version": 1,
+     "config": ModelConfig.to_dict(),      # arch, classes, input size, prior spec, preprocessing
+     "model": state_dict,
+     "train_state": {...} or absent,       # optimizer, scheduler, scaler, iteration, RNG states (training only)
+     "meta": {...}}                        # free-form: source, metrics, creation options
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import pickle
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from ssdcli.errors import SsdError
+from ssdcli.io_utils import atomic_write
+from ssdcli.models.base import DetectorModel, ModelConfig
+from ssdcli.models.registry import build_from_config
+
+CHECKPOINT_FORMAT = "ssdcli-checkpoint"
+CHECKPOINT_VERSION = 1
+
+
+@dataclass
+class Checkpoint:
+    config: ModelConfig
+    model_state: dict[str, torch.Tensor]
+    train_state: dict | None = None
+    meta: dict = field(default_factory=dict)
+
+
+def save_checkpoint(
+    path: str | os.PathLike,
+    model: DetectorModel,
+    train_state: dict | None = None,
+    meta: dict | None = None,
+) -> None:
+    """Write a checkpoint atomically (temp file, fsync, rename): a crash never corrupts an existing file."""
+    model = getattr(model, "module", model)  # unwrap DDP
+    model = getattr(model, "_orig_mod", model)  # unwrap torch.compile
+    payload: dict = {
+        "format": CHECKPOINT_FORMAT,
+        "version": CHECKPOINT_VERSION,
+        "config": model.config.to_dict(),
+        "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "meta": dict(meta or {}),
+    }
+    if train_state is not None:
+        payload["train_state"] = train_state
+    buf = io.BytesIO()
+    torch.save(payload, buf)
+    atomic_write(path, lambda f: f.write(buf.getbuffer()))
+
+
+def read_weights_file(path: str | os.PathLike) -> object:
+    """``torch.load(weights_only=True)`` with every failure turned into a one-line :class:`SsdError`."""
+    path = Path(path)
+    if not path.is_file():
+        raise SsdError(f"{path}: file not found")
+    if path.stat().st_size == 0:
+        raise SsdError(f"{path}: empty file, not a checkpoint")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        if "weights_only" in str(e) or "Weights only" in str(e):
+            raise SsdError(
+                f"{path}: refused: the file contains pickled Python objects beyond tensors and plain containers; "
+                "loading it could run arbitrary code, so it is not opened (re-save it as a plain state_dict)"
+            ) from None
+        raise SsdError(f"{path}: not a PyTorch checkpoint ({str(e).splitlines()[0]})") from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise SsdError(f"{path}: not a readable PyTorch checkpoint (truncated or corrupt?): {first}") from None
+
+
+def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
+    """Read a native checkpoint (on CPU). Raises :class:`SsdError` for anything else."""
+    data = read_weights_file(path)
+    if not isinstance(data, dict) or data.get("format") != CHECKPOINT_FORMAT:
+        hint = ""
+        if isinstance(data, dict) and data and all(isinstance(v, torch.Tensor) for v in data.values()):
+            hint = " It looks like a plain state_dict from another project: convert it with `ssd convert`."
+        raise SsdError(f"{path}: not an ssdcli checkpoint.{hint}")
+    try:
+        config = ModelConfig.from_dict(data["config"])
+    except (KeyError, TypeError, ValueError) as e:
+        raise SsdError(f"{path}: checkpoint config is incomplete ({e})") from None
+    return Checkpoint(config=config, model_state=data["model"], train_state=data.get("train_state"), meta=data.get("meta", {}))
+
+
+def model_from_checkpoint(ckpt: Checkpoint, path: str | os.PathLike = "<checkpoint>", arch: str | None = None) -> DetectorModel:
+    """Build the checkpoint's architecture and load its weights (strict)."""
+    if arch is not None and arch != ckpt.config.arch:
+        raise SsdError(f"{path}: checkpoint is a '{ckpt.config.arch}' model, expected '{arch}'")
+    model = build_from_config(ckpt.config)
+    load_state_strict(model, ckpt.model_state, path)
+    return model
+
+
+def load_state_strict(model: torch.nn.Module, state: dict[str, torch.Tensor], path: str | os.PathLike) -> None:
+    own = model.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    wrong = [f"{k} {tuple(state[k].shape)} vs {tuple(v.shape)}" for k, v in own.items() if k in state and state[k].shape != v.shape]
+    if missing or unexpected or wrong:
+        parts = []
+        if missing:
+            parts.append(f"missing {len(missing)} keys (e.g. {', '.join(missing[:3])})")
+        if unexpected:
+            parts.append(f"unexpected {len(unexpected)} keys (e.g. {', '.join(unexpected[:3])})")
+        if wrong:
+            parts.append(f"{len(wrong)} shape mismatches (e.g. {wrong[0]})")
+        raise SsdError(f"{path}: weights do not fit the model: {'; '.join(parts)}")
+    model.load_state_dict(state)
+
+
+def load_model(path: str | os.PathLike, device: torch.device | str = "cpu", arch: str | None = None) -> DetectorModel:
+    """Open a checkpoint and return the model on ``device`` in eval mode."""
+    model = model_from_checkpoint(load_checkpoint(path), path, arch)
+    return model.to(device).eval()

@@ -1,0 +1,10 @@
+"""`ssd detect` (not built yet)."""
+
+from __future__ import annotations
+
+from ssdcli.errors import NotBuiltYet
+
+
+def command() -> None:
+    """Not built yet."""
+    raise NotBuiltYet("`ssd detect` is not built yet")

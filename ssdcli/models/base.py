@@ -1,0 +1,83 @@
+"""The one interface every detector family implements, so that train/eval/detect/export never special-case.
+
+* ``forward(images)`` -> tuple of raw output tensors (SSD: ``(locs [N,P,4], logits [N,P,C])``), same in train
+  and eval mode.
+* ``encode_targets(gt_boxes, gt_labels)`` -> dict of target tensors for :meth:`compute_loss`
+  (per-image relative xyxy boxes and 1-based labels in).
+* ``compute_loss(outputs, targets)`` -> dict with named loss terms and ``"total"``.
+* ``decode(outputs, config)`` -> per-image :class:`~ssdcli.postprocess.Detections` in relative xyxy.
+* ``config`` -> :class:`ModelConfig`, everything needed to rebuild the model and feed it (stored in checkpoints).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from ssdcli.errors import SsdError
+from ssdcli.postprocess import Detections, PostprocessConfig
+from ssdcli.preprocess import Preprocess
+
+
+@dataclass
+class ModelConfig:
+    arch: str
+    num_classes: int  # including background (index 0), as torchvision
+    image_size: int
+    preprocess: Preprocess = field(default_factory=Preprocess)
+    class_names: list[str] = field(default_factory=list)  # foreground names, len == num_classes - 1
+    extra: dict = field(default_factory=dict)  # family-specific settings (SSD: prior spec)
+
+    def to_dict(self) -> dict:
+        return {
+            "arch": self.arch,
+            "num_classes": self.num_classes,
+            "image_size": self.image_size,
+            "preprocess": self.preprocess.to_dict(),
+            "class_names": list(self.class_names),
+            "extra": self.extra,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "ModelConfig":
+        return cls(
+            arch=str(d["arch"]),
+            num_classes=int(d["num_classes"]),
+            image_size=int(d["image_size"]),
+            preprocess=Preprocess.from_dict(d["preprocess"]),
+            class_names=[str(c) for c in d.get("class_names", [])],
+            extra=dict(d.get("extra", {})),
+        )
+
+
+class DetectorModel(nn.Module):
+    """Base class of all detectors; see the module docstring for the contract."""
+
+    config: ModelConfig
+
+    def check_input(self, images: torch.Tensor) -> None:
+        size = self.config.image_size
+        if images.dim() != 4 or images.shape[1] != 3 or images.shape[2] != size or images.shape[3] != size:
+            raise SsdError(
+                f"{self.config.arch} expects a normalised image batch of shape [N, 3, {size}, {size}], "
+                f"got {list(images.shape)}"
+            )
+
+    def encode_targets(self, gt_boxes: list[torch.Tensor], gt_labels: list[torch.Tensor]) -> dict[str, torch.Tensor]:
+        raise NotImplementedError
+
+    def compute_loss(self, outputs: tuple[torch.Tensor, ...], targets: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        raise NotImplementedError
+
+    def decode(self, outputs: tuple[torch.Tensor, ...], config: PostprocessConfig = PostprocessConfig()) -> list[Detections]:
+        raise NotImplementedError
+
+    def head_parameter_prefixes(self) -> tuple[str, ...]:
+        """State-dict prefixes of the class-dependent layers (re-initialised when fine-tuning to new classes)."""
+        raise NotImplementedError
+
+    @property
+    def output_names(self) -> tuple[str, ...]:
+        return ("locs", "logits")

@@ -1,0 +1,74 @@
+"""SSD detectors: a backbone returning source feature maps + per-source loc/conf convolution heads."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import nn
+
+from ssdcli.loss import multibox_loss
+from ssdcli.matching import assign_targets
+from ssdcli.models.base import DetectorModel, ModelConfig
+from ssdcli.postprocess import Detections, PostprocessConfig, postprocess
+from ssdcli.priors import PriorSpec, generate_priors
+
+HeadFactory = Callable[[int, int], nn.Module]  # (in_channels, out_channels) -> module
+
+
+def conv3x3_head(cin: int, cout: int) -> nn.Module:
+    conv = nn.Conv2d(cin, cout, kernel_size=3, padding=1)
+    nn.init.xavier_uniform_(conv.weight)
+    nn.init.zeros_(conv.bias)
+    return conv
+
+
+def _flatten(outputs: list[torch.Tensor], last: int) -> torch.Tensor:
+    n = outputs[0].shape[0]
+    return torch.cat([o.permute(0, 2, 3, 1).reshape(n, -1, last) for o in outputs], dim=1)
+
+
+class SSD(DetectorModel):
+    """``forward(images [N,3,S,S]) -> (locs [N,P,4], logits [N,P,C])`` with P priors in :attr:`priors` order."""
+
+    def __init__(
+        self,
+        config: ModelConfig,
+        backbone: nn.Module,
+        out_channels: list[int],
+        prior_spec: PriorSpec,
+        head: HeadFactory = conv3x3_head,
+    ) -> None:
+        super().__init__()
+        if len(out_channels) != len(prior_spec.feature_maps):
+            raise ValueError("one backbone source per prior feature map is required")
+        self.config = config
+        self.prior_spec = prior_spec
+        self.backbone = backbone
+        per_loc = prior_spec.priors_per_location()
+        self.loc = nn.ModuleList(head(c, a * 4) for c, a in zip(out_channels, per_loc))
+        self.conf = nn.ModuleList(head(c, a * config.num_classes) for c, a in zip(out_channels, per_loc))
+        self.register_buffer("priors", generate_priors(prior_spec), persistent=False)
+
+    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        self.check_input(images)
+        sources = self.backbone(images)
+        locs = _flatten([h(s) for h, s in zip(self.loc, sources)], 4)
+        logits = _flatten([h(s) for h, s in zip(self.conf, sources)], self.config.num_classes)
+        return locs, logits
+
+    def encode_targets(self, gt_boxes: list[torch.Tensor], gt_labels: list[torch.Tensor]) -> dict[str, torch.Tensor]:
+        loc_t, cls_t = assign_targets(gt_boxes, gt_labels, self.priors, 0.5, self.prior_spec.variances)
+        return {"loc_targets": loc_t, "cls_targets": cls_t}
+
+    def compute_loss(self, outputs: tuple[torch.Tensor, ...], targets: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        locs, logits = outputs
+        loc_loss, cls_loss = multibox_loss(locs, logits, targets["loc_targets"], targets["cls_targets"])
+        return {"loc": loc_loss, "cls": cls_loss, "total": loc_loss + cls_loss}
+
+    def decode(self, outputs: tuple[torch.Tensor, ...], config: PostprocessConfig = PostprocessConfig()) -> list[Detections]:
+        locs, logits = outputs
+        return postprocess(locs, logits, self.priors, config, self.prior_spec.variances)
+
+    def head_parameter_prefixes(self) -> tuple[str, ...]:
+        return ("conf.",)
