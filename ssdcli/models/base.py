@@ -74,6 +74,11 @@ class DetectorModel(nn.Module):
     def decode(self, outputs: tuple[torch.Tensor, ...], config: PostprocessConfig = PostprocessConfig()) -> list[Detections]:
         raise NotImplementedError
 
+    def export_graph(self, config: PostprocessConfig) -> nn.Module:
+        """A module for ONNX export mapping a normalised batch to final detections (decode and NMS or peak
+        extraction inside the graph). The output contract is defined in :mod:`ssdcli.deploy.graphs`."""
+        raise NotImplementedError
+
     def head_parameter_prefixes(self) -> tuple[str, ...]:
         """State-dict prefixes of the class-dependent layers (re-initialised when fine-tuning to new classes)."""
         raise NotImplementedError

@@ -70,5 +70,10 @@ class SSD(DetectorModel):
         locs, logits = outputs
         return postprocess(locs, logits, self.priors, config, self.prior_spec.variances)
 
+    def export_graph(self, config: PostprocessConfig) -> nn.Module:
+        from ssdcli.deploy.graphs import ssd_export_graph
+
+        return ssd_export_graph(self, config)
+
     def head_parameter_prefixes(self) -> tuple[str, ...]:
         return ("conf.",)
