@@ -31,11 +31,34 @@ def available_models() -> list[str]:
     return sorted(_BUILDERS)
 
 
+def ssdlite_prior_spec(image_size: int) -> PriorSpec:
+    """SSDLite priors for any input size: scales 0.2..0.95 over the 6 sources (strides 16, 32, then 4 extras)."""
+    sizes, f = [], image_size
+    for _ in range(4):  # stem + three stride-2 blocks (3x3, padding 1): ceil(f / 2) each
+        f = -(-f // 2)
+    sizes.append(f)
+    for _ in range(5):
+        f = -(-f // 2)
+        sizes.append(f)
+    spec = PRIOR_SPECS["ssdlite320"]
+    scales = [0.2 + (0.95 - 0.2) * k / 5 for k in range(6)] + [1.0]
+    return PriorSpec(
+        image_size=image_size,
+        feature_maps=tuple(sizes),
+        min_sizes=tuple(round(s * image_size, 4) for s in scales[:-1]),
+        max_sizes=tuple(round(s * image_size, 4) for s in scales[1:]),
+        aspect_ratios=spec.aspect_ratios,
+    )
+
+
 def _prior_spec(config: ModelConfig) -> PriorSpec:
     if "prior_spec" in config.extra:
         spec = PriorSpec.from_dict(config.extra["prior_spec"])
     else:
-        spec = PRIOR_SPECS[config.arch]
+        if config.arch.startswith("ssdlite"):
+            spec = ssdlite_prior_spec(config.image_size)
+        else:
+            spec = PRIOR_SPECS[config.arch]
         config.extra["prior_spec"] = spec.to_dict()
     if spec.image_size != config.image_size:
         raise SsdError(f"{config.arch}: prior spec is for {spec.image_size}px input but image_size is {config.image_size}")
