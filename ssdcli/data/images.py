@@ -33,7 +33,7 @@ def read_image(path: str | os.PathLike) -> torch.Tensor:
     if data.startswith(_TORCHVISION_MAGIC):
         try:
             buf = torch.frombuffer(bytearray(data), dtype=torch.uint8)
-            return decode_image(buf, mode=ImageReadMode.RGB, apply_exif_orientation=True)
+            return _as_uint8(decode_image(buf, mode=ImageReadMode.RGB, apply_exif_orientation=True))
         except RuntimeError:
             pass  # truncated or unusual file: let Pillow try, it tolerates more and gives clearer errors
     try:
@@ -43,6 +43,15 @@ def read_image(path: str | os.PathLike) -> torch.Tensor:
             return pil_to_tensor(im)
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
         raise SsdError(f"{path}: not a readable image ({str(e).splitlines()[0] if str(e) else type(e).__name__})") from None
+
+
+def _as_uint8(image: torch.Tensor) -> torch.Tensor:
+    """16-bit PNGs decode to uint16: scale them to uint8 like every other image."""
+    if image.dtype == torch.uint8:
+        return image
+    from torchvision.transforms.v2 import functional as TF
+
+    return TF.to_dtype(image, torch.uint8, scale=True)
 
 
 def pil_to_tensor(im: Image.Image) -> torch.Tensor:

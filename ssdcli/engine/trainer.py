@@ -178,7 +178,7 @@ class _Run:
         sampler = ResumableBatchSampler(n, options.batch, options.seed, self.start_iter, self.total, dist.rank, dist.world)
         self.loader = DataLoader(
             dataset, batch_sampler=sampler, num_workers=options.workers, collate_fn=collate_detections,
-            pin_memory=device.type == "cuda", persistent_workers=False,
+            pin_memory=device.type == "cuda", persistent_workers=False, worker_init_fn=_single_thread_worker,
         )
         self.core = self.model
         self.forward_model: torch.nn.Module = self.model
@@ -323,6 +323,11 @@ class _Run:
         }
         meta = {"iteration": it, "val_map": self.last_map, "val_metric": self.o.val_metric, "dataset": self.o.data}
         save_checkpoint(self.run_dir / name, self.model, train_state=state, meta=meta)
+
+
+def _single_thread_worker(_worker_id: int) -> None:
+    """Data workers decode and augment one image at a time: extra intra-op threads only oversubscribe the CPU."""
+    torch.set_num_threads(1)
 
 
 def _json(d: dict) -> str:

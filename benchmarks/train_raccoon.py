@@ -1,0 +1,103 @@
+"""From-scratch training on the real raccoon photographs under a fixed CPU wall-clock budget.
+
+    python benchmarks/train_raccoon.py --arch ssdlite320 --minutes 15
+    python benchmarks/train_raccoon.py --arch ssd300-bn --minutes 15
+
+Prepares ../shared/datasets/raccoon (160 trainval / 40 test) into a temporary folder, trains with
+``--time-limit``, then evaluates the best checkpoint on the 40 test images (VOC07 11-point and VOC12
+all-points AP@0.5). Prints one summary line per run and writes a JSON next to the run folder.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from ssdcli.checkpoint import load_model
+from ssdcli.data.prepare import prepare_voc
+from ssdcli.data.records import load_prepared
+from ssdcli.engine.evaluator import evaluate_detector
+from ssdcli.engine.trainer import TrainOptions, train
+from ssdcli.predictor import Detector, TorchBackend
+
+RACCOON = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "raccoon"
+
+# From-scratch recipes per architecture (BatchNorm everywhere, warm-up, cosine decay).
+RECIPES: dict[str, dict] = {
+    "ssdlite320": dict(batch=16, optimizer="adamw", lr=2e-3, weight_decay=5e-4, schedule="cosine", warmup_iters=100),
+    "ssd300-bn": dict(batch=8, optimizer="adamw", lr=1e-3, weight_decay=5e-4, schedule="cosine", warmup_iters=50),
+    "centernet-res18": dict(batch=16, optimizer="adamw", lr=1e-3, weight_decay=5e-4, schedule="cosine", warmup_iters=100),
+}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--arch", default="ssdlite320")
+    ap.add_argument("--minutes", type=float, default=15.0)
+    ap.add_argument("--img-size", type=int, default=None)
+    ap.add_argument("--iters", type=int, default=100_000, help="schedule length; the time limit ends the run first")
+    ap.add_argument("--workers", type=int, default=1)
+    ap.add_argument("--out", default="runs/bench-raccoon")
+    ap.add_argument("--threads", type=int, default=None)
+    args = ap.parse_args()
+    if not RACCOON.is_dir():
+        raise SystemExit(f"{RACCOON} not found")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    recipe = dict(RECIPES.get(args.arch, RECIPES["ssdlite320"]))
+    with tempfile.TemporaryDirectory() as tmp:
+        prepared = Path(tmp) / "raccoon"
+        prepare_voc(RACCOON, prepared, classes="auto")
+        seconds = args.minutes * 60
+        # Estimate the schedule length from the budget so the cosine decay ends near the time limit.
+        options = TrainOptions(
+            data=str(prepared), arch=args.arch, img_size=args.img_size, iters=args.iters, workers=args.workers,
+            time_limit=seconds, project=args.out, name=args.arch, eval_every=10**9, device="cpu", **recipe,
+        )
+        probe = _measure_step_time(options)
+        options.iters = max(50, int(seconds / probe * 0.97))
+        print(f"{args.arch}: {probe:.2f} s/iteration measured, schedule set to {options.iters} iterations")
+        t0 = time.monotonic()
+        result = train(options, report=print)
+        minutes = (time.monotonic() - t0) / 60
+        data = load_prepared(prepared)
+        model = load_model(result.run_dir / "last.pth")
+        detector = Detector(TorchBackend(model, torch.device("cpu")))
+        report = evaluate_detector(detector, data.split("test"), data.classes, metrics=("voc07", "voc12"))
+        summary = {
+            "arch": args.arch,
+            "image_size": model.config.image_size,
+            "recipe": recipe,
+            "iterations": result.iteration,
+            "train_minutes": round(minutes, 2),
+            "test_images": len(data.split("test")),
+            "map": report.to_dict(),
+        }
+        out = Path(result.run_dir) / "raccoon_summary.json"
+        out.write_text(json.dumps(summary, indent=2, default=str))
+        print(json.dumps({k: v for k, v in summary.items() if k != "map"}))
+        print(f"RESULT {args.arch}: test mAP@0.5 voc07 {_map(report, 'voc07'):.4f}  voc12 {_map(report, 'voc12'):.4f}"
+              f"  ({result.iteration} iterations in {minutes:.1f} min)")
+
+
+def _measure_step_time(options: TrainOptions) -> float:
+    import copy
+
+    probe = copy.deepcopy(options)
+    probe.iters, probe.time_limit, probe.name, probe.warmup_iters = 6, None, f"{options.name}-probe", 1
+    t0 = time.monotonic()
+    train(probe, report=lambda m: None)
+    return (time.monotonic() - t0) / 6
+
+
+def _map(report, metric: str) -> float:
+    return float(report.to_dict()["metrics"][metric]["map"])
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,379 @@
+"""`ssd detect` as a library function: images and folders in; pictures, detection JSON and text files out.
+
+Thresholds (two on purpose):
+
+* ``json_path`` gets every detection the detector keeps: score above its ``PostprocessConfig.score_threshold``
+  (``--score``, 0.01 by default, the evaluation setting), at most ``top_k`` per image, in the backend's order,
+  only filtered by ``classes``. So ``detect --json`` then ``eval --detections`` gives the numbers of
+  ``eval --weights`` (same decode, warp and rounding; bit-identical for the same batching, and for images up
+  to :data:`~ssdcli.visualize.MAX_DRAW_SIDE` px on their longest side). ``image_id`` is the file stem.
+* ``conf`` (display threshold) and ``max_det`` (highest scores first) only select what is drawn, written by
+  ``save_txt`` (``OUT/<name>.txt``, one ``label score xmin ymin xmax ymax`` line per box, VOC pixels, spaces in
+  class names written as ``_``; an empty file for an image without boxes) and counted per class in the summary.
+
+Inputs: files (always tried), folders (``recursive``: subfolders too) and glob patterns; in folders and glob
+matches, files without an image extension and hidden files are ignored silently (counted in the summary).
+Unreadable image files (empty, truncated, not an image) are skipped with one warning each.
+
+Outputs never overwrite inputs: ``out`` equal to an input folder is refused, as is any output path that is an
+input file; ``out`` inside an input folder is not scanned by ``recursive``. Output names keep the input's
+relative path (files found in a folder: relative to that folder; files and glob matches: their name) and
+extension (else ``.jpg``); names that clash, ignoring the extension and case, get ``_2``, ``_3`` ...; inputs
+sharing a file stem use that output path without extension as ``image_id``. Inputs larger than
+``MAX_DRAW_SIDE`` are decoded reduced (JPEG draft mode) and drawn capped at that size under the same file name
+(no scale marker; the summary counts them); their boxes, like all boxes, are in original-image pixels.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps
+
+from ssdcli.data.images import IMAGE_EXTENSIONS, pil_to_tensor, read_image, resize_square
+from ssdcli.detections_io import write_detections
+from ssdcli.errors import SsdError
+from ssdcli.io_utils import atomic_write, atomic_write_text
+from ssdcli.postprocess import PostprocessConfig
+from ssdcli.predictor import Detector, Prediction, detections_to_prediction
+from ssdcli.visualize import MAX_DRAW_SIDE, draw_prediction
+
+_GLOB_CHARS = set("*?[")
+_SWAPPED_ORIENTATIONS = {5, 6, 7, 8}  # EXIF orientations that transpose width and height
+
+
+@dataclass
+class DetectItem:
+    path: Path  # input file
+    rel: PurePosixPath  # unique output path relative to --out (input's extension)
+    image_id: str  # file stem, or rel without extension when the stem is shared by another input
+
+
+@dataclass
+class DetectSummary:
+    processed: int = 0
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # (file, reason)
+    ignored: int = 0  # files in input folders without an image extension, or hidden
+    per_class: dict[str, int] = field(default_factory=dict)  # detections >= conf (drawn/txt) per class name
+    json_detections: int = 0  # detections >= the detector's score threshold (what --json holds)
+    downscaled: int = 0  # inputs larger than MAX_DRAW_SIDE, drawn on a downscaled copy
+    seconds: float = 0.0
+    out: Path | None = None
+    json_path: Path | None = None
+
+    @property
+    def images_per_s(self) -> float:
+        return self.processed / self.seconds if self.seconds > 0 else 0.0
+
+
+def detect_postprocess(score: float = 0.01, nms: float = 0.45, max_det: int = 100) -> PostprocessConfig:
+    """The detector's post-processing for a detect run (``top_k`` raised to ``max_det`` when larger than 200)."""
+    if not 0.0 <= score < 1.0:
+        raise SsdError(f"--score {score}: expected a value in [0, 1)")
+    if not 0.0 < nms <= 1.0:
+        raise SsdError(f"--nms {nms}: expected a value in (0, 1]")
+    return PostprocessConfig(score_threshold=score, nms_threshold=nms, top_k=max(PostprocessConfig.top_k, max_det))
+
+
+def collect_inputs(
+    inputs: list[str], recursive: bool = False, exclude: Path | None = None
+) -> tuple[list[DetectItem], int, list[Path]]:
+    """Files, folders (``recursive``: with subfolders) and glob patterns -> (items, ignored count, folders).
+
+    Folders and glob matches keep files with an image extension (:data:`IMAGE_EXTENSIONS`, any case) that
+    are not hidden; files named explicitly are always tried. ``exclude``: a folder never scanned (``--out``).
+    """
+    found: list[tuple[Path, PurePosixPath]] = []
+    folders: list[Path] = []
+    ignored = 0
+    for spec in inputs:
+        p = Path(spec).expanduser()
+        if p.is_dir():
+            folders.append(p)
+            files, n_ignored = _scan_folder(p, recursive, exclude)
+            ignored += n_ignored
+            found += [(f, PurePosixPath(f.relative_to(p).as_posix())) for f in files]
+        elif p.is_file():
+            found.append((p, PurePosixPath(p.name)))
+        elif _GLOB_CHARS & set(spec) and (matches := sorted(glob.glob(os.path.expanduser(spec), recursive=recursive))):
+            files = [Path(m) for m in matches if Path(m).is_file()]
+            keep = [f for f in files if _is_image_name(f.name)]
+            ignored += len(files) - len(keep)
+            found += [(f, PurePosixPath(f.name)) for f in keep]
+        else:
+            raise SsdError(f"{spec}: no such file or folder, and no file matches it as a pattern")
+    seen: set[Path] = set()
+    unique = []
+    for path, rel in found:
+        key = path.resolve()
+        if key not in seen:
+            seen.add(key)
+            unique.append((path, rel))
+    return _name_outputs(unique), ignored, folders
+
+
+def _is_image_name(name: str) -> bool:
+    return not name.startswith(".") and Path(name).suffix.lower() in IMAGE_EXTENSIONS
+
+
+def _scan_folder(folder: Path, recursive: bool, exclude: Path | None) -> tuple[list[Path], int]:
+    files, ignored = [], 0
+    exclude = exclude.resolve() if exclude is not None else None
+    for root, dirs, names in os.walk(folder):
+        dirs[:] = sorted(d for d in dirs if not d.startswith(".")) if recursive else []
+        if exclude is not None and recursive:
+            dirs[:] = [d for d in dirs if (Path(root) / d).resolve() != exclude]
+        for name in sorted(names):
+            if _is_image_name(name):
+                files.append(Path(root) / name)
+            else:
+                ignored += 1
+    return files, ignored
+
+
+def _name_outputs(found: list[tuple[Path, PurePosixPath]]) -> list[DetectItem]:
+    """Unique output paths (extension and case ignored: pictures and .txt files never collide) and image ids."""
+    taken: set[str] = set()
+    items = []
+    for path, rel in found:
+        base, n = rel.with_suffix(""), 1
+        while (str(base) if n == 1 else f"{base}_{n}").lower() in taken:
+            n += 1
+        stem_path = base if n == 1 else base.with_name(f"{base.name}_{n}")
+        taken.add(str(stem_path).lower())
+        items.append(DetectItem(path, stem_path.with_suffix(rel.suffix), ""))
+    stems = Counter(it.path.stem for it in items)
+    for it in items:
+        it.image_id = it.path.stem if stems[it.path.stem] == 1 else str(it.rel.with_suffix(""))
+    return items
+
+
+def picture_path(out: Path, rel: PurePosixPath) -> Path:
+    """Where the picture of an input goes: its extension when Pillow can write it, else ``.jpg``."""
+    fmt = Image.registered_extensions().get(rel.suffix.lower())
+    suffix = rel.suffix if fmt in Image.SAVE and rel.suffix.lower() in IMAGE_EXTENSIONS else ".jpg"
+    return out / Path(*rel.with_suffix(suffix).parts)
+
+
+def _check_writable_dir(folder: Path, what: str) -> None:
+    if folder.exists() and not folder.is_dir():
+        raise SsdError(f"{what} {folder}: exists and is not a folder")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".ssd-write-test-", dir=folder)
+        os.close(fd)
+        os.remove(probe)
+    except OSError as e:
+        raise SsdError(f"{what} {folder}: cannot write there ({e.strerror or e})") from None
+
+
+def _check_outputs(items: list[DetectItem], folders: list[Path], out: Path | None, json_path: Path | None) -> None:
+    inputs = {it.path.resolve() for it in items}
+    if out is not None:
+        out_res = out.resolve()
+        if any(out_res == f.resolve() for f in folders):
+            raise SsdError(f"--out {out}: is an input folder; pictures would overwrite the inputs (use e.g. --out vis)")
+        clash = next((it for it in items if picture_path(out, it.rel).resolve() in inputs), None)
+        if clash is not None:
+            raise SsdError(f"--out {out}: the picture of {clash.path} would overwrite that input; use another folder")
+        _check_writable_dir(out, "--out")
+    if json_path is not None:
+        if json_path.resolve() in inputs or json_path.is_dir():
+            raise SsdError(f"--json {json_path}: is an input file or a folder")
+        _check_writable_dir(json_path.parent, "--json")
+
+
+@dataclass
+class LoadedImage:
+    net: torch.Tensor  # uint8 [3,S,S] network input
+    picture: Image.Image | None  # RGB, original size or capped at max_side; None when not drawing
+    width: int  # original width/height after EXIF orientation
+    height: int
+    downscaled: bool
+
+
+def load_for_detect(path: Path, size: int, draw: bool, max_side: int = MAX_DRAW_SIDE) -> LoadedImage:
+    """Decode one input. Up to ``max_side`` px: as ``Detector.predict`` and ``eval`` (full decode, warp to
+    ``size``). Larger: Pillow with JPEG draft mode (reduced DCT decode) capped at ``max_side``; the original
+    (EXIF-oriented) size is recorded for the box mapping. Other formats are decoded fully, then reduced."""
+    w, h = _peek_size(path)
+    if max(w, h) <= max_side:
+        image = read_image(path)
+        if image.dtype != torch.uint8:  # 16-bit PNGs come back as uint16 from torchvision
+            from torchvision.transforms.v2.functional import to_dtype
+
+            image = to_dtype(image, torch.uint8, scale=True)
+        picture = Image.fromarray(image.permute(1, 2, 0).numpy()) if draw else None
+        return LoadedImage(resize_square(image, size), picture, int(image.shape[2]), int(image.shape[1]), False)
+    try:
+        with Image.open(path) as im:
+            if im.getexif().get(0x0112) in _SWAPPED_ORIENTATIONS:
+                w, h = h, w
+            s = max_side / max(w, h)
+            im.draft("RGB", (int(im.size[0] * s) + 1, int(im.size[1] * s) + 1))
+            im = ImageOps.exif_transpose(im)
+            im.thumbnail((max_side, max_side), Image.Resampling.BILINEAR, reducing_gap=2.0)
+            small = im.convert("RGB")
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
+        raise SsdError(f"{path}: not a readable image ({_first_line(e)})") from None
+    return LoadedImage(resize_square(pil_to_tensor(small), size), small if draw else None, w, h, True)
+
+
+def _peek_size(path: Path) -> tuple[int, int]:
+    """Stored width/height from the header (no decode); (0, 0) when Pillow cannot tell (read_image reports)."""
+    try:
+        with Image.open(path) as im:
+            return im.size
+    except Exception:  # noqa: BLE001 - any failure is reported by read_image with a proper message
+        return 0, 0
+
+
+def _subset(pred: Prediction, idx: np.ndarray) -> Prediction:
+    names = [pred.names[i] for i in idx]
+    return Prediction(pred.boxes[idx], pred.scores[idx], pred.labels[idx], names, pred.width, pred.height)
+
+
+def _save_outputs(loaded: LoadedImage, shown: Prediction, item: DetectItem, out: Path, save_txt: bool) -> None:
+    if loaded.picture is not None:
+        path = picture_path(out, item.rel)
+        fmt = Image.registered_extensions()[path.suffix.lower()]
+        picture = draw_prediction(loaded.picture, shown)
+        options = {"quality": 92} if fmt in ("JPEG", "WEBP") else {}
+        atomic_write(path, lambda f: picture.save(f, format=fmt, **options))
+    if save_txt:
+        lines = [
+            f"{name.replace(' ', '_')} {s:.4f} {b[0]:.2f} {b[1]:.2f} {b[2]:.2f} {b[3]:.2f}\n"
+            for name, s, b in zip(shown.names, shown.scores.tolist(), shown.boxes.tolist())
+        ]
+        atomic_write_text(out / Path(*item.rel.with_suffix(".txt").parts), "".join(lines))
+
+
+def run_detect(
+    detector: Detector,
+    inputs: list[str],
+    out: Path | None,
+    *,
+    recursive: bool = False,
+    batch_size: int = 8,
+    conf: float = 0.5,
+    classes: list[str] | None = None,
+    max_det: int = 100,
+    json_path: Path | None = None,
+    save_txt: bool = False,
+    progress: Callable[[int, int], None] | None = None,
+    warn: Callable[[str], None] | None = None,
+) -> DetectSummary:
+    """Run ``detector`` on ``inputs`` (files, folders, glob patterns); see the module docstring for outputs.
+
+    ``progress(done, total)`` is called after every batch (done counts skipped files too); ``warn(message)``
+    once per skipped file. Raises :class:`SsdError` for bad options, unusable outputs, or when no image at
+    all could be processed.
+    """
+    if batch_size < 1:
+        raise SsdError(f"--batch {batch_size}: expected at least 1")
+    if max_det < 1:
+        raise SsdError(f"--max-det {max_det}: expected at least 1")
+    if not 0.0 <= conf <= 1.0:
+        raise SsdError(f"--conf {conf}: expected a value in [0, 1]")
+    if save_txt and out is None:
+        raise SsdError("--save-txt: needs --out (the text files go next to the pictures)")
+    names = detector.class_names
+    class_ids = _class_ids(classes, names)
+    out = Path(out) if out is not None else None
+    json_path = Path(json_path) if json_path is not None else None
+    items, ignored, folders = collect_inputs(inputs, recursive, exclude=out)
+    if not items:
+        hint = "" if recursive else " (use --recursive to include subfolders)"
+        exts = ", ".join(sorted(IMAGE_EXTENSIONS))
+        raise SsdError(f"{' '.join(inputs)}: no image files found{hint}; extensions read: {exts}")
+    _check_outputs(items, folders, out, json_path)
+    warn = warn or (lambda message: None)
+    summary = DetectSummary(ignored=ignored, out=out, json_path=json_path)
+    counts = np.zeros(len(names) + 1, dtype=np.int64)
+    records: list[dict] = []
+    size, draw = detector.config.image_size, out is not None
+    batches = [items[i : i + batch_size] for i in range(0, len(items), batch_size)]
+    start = time.perf_counter()
+    if progress:
+        progress(0, len(items))
+    with ThreadPoolExecutor(max_workers=2) as pool:  # decode the next batch and save pictures while the model runs
+        pending = pool.submit(_load_batch, batches[0], size, draw)
+        writes: list[Future] = []
+        done = 0
+        for b in range(len(batches)):
+            loaded = pending.result()
+            if b + 1 < len(batches):
+                pending = pool.submit(_load_batch, batches[b + 1], size, draw)
+            ok = [(item, x) for item, x in zip(batches[b], loaded) if isinstance(x, LoadedImage)]
+            for item, x in zip(batches[b], loaded):
+                if isinstance(x, str):
+                    summary.skipped.append((str(item.path), x))
+                    warn(f"skipped {x}")
+            if ok:
+                dets = detector.backend.detect(detector.prepare([x.net for _, x in ok]), detector.postprocess)
+                for f in writes:
+                    f.result()  # surface write errors, and keep at most one batch of pictures in memory
+                writes = []
+                for (item, x), det in zip(ok, dets):
+                    pred = detections_to_prediction(det, x.width, x.height, names)
+                    if class_ids is not None:
+                        pred = _subset(pred, np.flatnonzero(np.isin(pred.labels, class_ids)))
+                    records += pred.to_records(item.image_id)  # backend order, exactly as `ssd eval --weights`
+                    order = np.argsort(-pred.scores, kind="stable")
+                    shown = _subset(pred, order[pred.scores[order] >= conf][:max_det])
+                    counts += np.bincount(shown.labels, minlength=len(counts))
+                    summary.processed += 1
+                    summary.downscaled += x.downscaled
+                    if out is not None:
+                        writes.append(pool.submit(_save_outputs, x, shown, item, out, save_txt))
+            done += len(batches[b])
+            if progress:
+                progress(done, len(items))
+        for f in writes:
+            f.result()
+    summary.seconds = time.perf_counter() - start
+    summary.per_class = {name: int(c) for name, c in zip(names, counts[1:])}
+    summary.json_detections = len(records)
+    if summary.processed == 0:
+        n = len(summary.skipped)
+        raise SsdError(f"no image could be processed: all {n} input file(s) were skipped (see the warnings above)")
+    if json_path is not None:
+        write_detections(json_path, records)
+    return summary
+
+
+def _class_ids(classes: list[str] | None, names: list[str]) -> np.ndarray | None:
+    if not classes:
+        return None
+    unknown = [c for c in classes if c not in names]
+    if unknown:
+        raise SsdError(f"--classes {','.join(unknown)}: not a class of this model (classes: {', '.join(names)})")
+    return np.array([names.index(c) + 1 for c in classes], dtype=np.int64)
+
+
+def _load_batch(batch: list[DetectItem], size: int, draw: bool) -> list[LoadedImage | str]:
+    """Decoded inputs, or the reason (one line) a file is skipped."""
+    out: list[LoadedImage | str] = []
+    for item in batch:
+        try:
+            out.append(load_for_detect(item.path, size, draw))
+        except SsdError as e:
+            out.append(str(e))
+        except (OSError, ValueError, RuntimeError, MemoryError) as e:  # decoder failures on hostile files
+            out.append(f"{item.path}: not a readable image ({_first_line(e)})")
+    return out
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0] if text else type(e).__name__

@@ -1,0 +1,99 @@
+"""Unit tests of the trainer's building blocks: schedule, sampler, parameter groups, RNG capture, run folders."""
+
+from __future__ import annotations
+
+import io
+import random
+
+import numpy as np
+import pytest
+import torch
+
+from ssdcli.engine.optim import build_optimizer, parameter_groups, set_lr
+from ssdcli.engine.rng import capture_rng_state, restore_rng_state
+from ssdcli.engine.runs import new_run_dir
+from ssdcli.engine.sampler import ResumableBatchSampler
+from ssdcli.engine.schedule import LRSchedule
+from ssdcli.models import build_model
+from ssdcli.models.vgg import L2Norm
+
+
+def test_step_schedule_matches_paper_recipe():
+    s = LRSchedule(base_lr=1e-3, total_iters=120_000, warmup_iters=0)
+    assert s.lr(0) == pytest.approx(1e-3)
+    assert s.lr(79_999) == pytest.approx(1e-3)
+    assert s.lr(80_000) == pytest.approx(1e-4)
+    assert s.lr(99_999) == pytest.approx(1e-4)
+    assert s.lr(100_000) == pytest.approx(1e-5)
+    # steps scale with the run length
+    short = LRSchedule(base_lr=1e-3, total_iters=1200, warmup_iters=0)
+    assert short.lr(799) == pytest.approx(1e-3) and short.lr(800) == pytest.approx(1e-4)
+
+
+def test_warmup_is_linear_and_cosine_decays_to_floor():
+    s = LRSchedule(base_lr=1.0, total_iters=100, warmup_iters=10, warmup_factor=0.1)
+    assert s.lr(0) == pytest.approx(0.1)
+    assert s.lr(5) == pytest.approx(0.55)
+    assert s.lr(10) == pytest.approx(1.0)
+    c = LRSchedule(base_lr=1.0, total_iters=110, warmup_iters=10, kind="cosine", min_factor=0.01)
+    assert c.lr(10) == pytest.approx(1.0)
+    assert c.lr(60) == pytest.approx(0.505)
+    assert c.lr(110) == pytest.approx(0.01)
+    lrs = [c.lr(i) for i in range(10, 111)]
+    assert all(a >= b for a, b in zip(lrs, lrs[1:]))
+
+
+def test_sampler_resumes_exactly_and_shards_ranks():
+    full = list(ResumableBatchSampler(50, 4, seed=3, start_iter=0, total_iters=30))
+    tail = list(ResumableBatchSampler(50, 4, seed=3, start_iter=17, total_iters=30))
+    assert tail == full[17:]
+    # one epoch = 12 batches of distinct indices, next epoch reshuffled
+    epoch0 = [i for b in full[:12] for (e, i) in b]
+    assert len(set(epoch0)) == 48 and all(e == 0 for b in full[:12] for (e, _) in b)
+    assert [i for (_, i) in full[12]] != [i for (_, i) in full[0]]
+    r0 = list(ResumableBatchSampler(50, 4, 3, 0, 6, rank=0, world=2))
+    r1 = list(ResumableBatchSampler(50, 4, 3, 0, 6, rank=1, world=2))
+    for a, b in zip(r0, r1):
+        assert not set(a) & set(b)
+
+
+def test_parameter_groups_follow_caffe_recipe():
+    model = build_model("ssd300-bn", 3)
+    groups = parameter_groups(model, weight_decay=5e-4)
+    ids = {id(p): g for g in groups for p in g["params"]}
+    assert len(ids) == sum(1 for p in model.parameters())
+    for m in model.modules():
+        for name, p in m.named_parameters(recurse=False):
+            g = ids[id(p)]
+            if isinstance(m, (torch.nn.BatchNorm2d, L2Norm)):
+                assert g["weight_decay"] == 0 and g["lr_factor"] == 1
+            elif name == "bias":
+                assert g["weight_decay"] == 0 and g["lr_factor"] == 2
+            else:
+                assert g["weight_decay"] == 5e-4 and g["lr_factor"] == 1
+    opt = build_optimizer(model, 1e-3)
+    set_lr(opt, 0.5)
+    assert sorted({g["lr"] for g in opt.param_groups}) == [0.5, 1.0]
+
+
+def test_rng_state_round_trips_through_weights_only_load():
+    random.seed(1)
+    np.random.seed(2)
+    torch.manual_seed(3)
+    state = capture_rng_state()
+    buf = io.BytesIO()
+    torch.save(state, buf)
+    buf.seek(0)
+    loaded = torch.load(buf, weights_only=True)
+    expected = (random.random(), float(np.random.rand()), float(torch.rand(1)))
+    restore_rng_state(loaded)
+    assert (random.random(), float(np.random.rand()), float(torch.rand(1))) == expected
+
+
+def test_run_dirs_auto_increment(tmp_path):
+    a = new_run_dir(tmp_path, "exp")
+    (a / "last.pth").write_text("keep")
+    b = new_run_dir(tmp_path, "exp")
+    c = new_run_dir(tmp_path, "exp")
+    assert [a.name, b.name, c.name] == ["exp", "exp2", "exp3"]
+    assert (a / "last.pth").read_text() == "keep"
