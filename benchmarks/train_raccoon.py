@@ -96,7 +96,7 @@ def _measure_step_time(options: TrainOptions) -> float:
 
 
 def _map(report, metric: str) -> float:
-    return float(report.to_dict()["metrics"][metric]["map"])
+    return float(report.results[metric].map)
 
 
 if __name__ == "__main__":

@@ -1,10 +1,139 @@
-"""`ssd prepare-voc` (not built yet)."""
+"""`ssd prepare-voc`: validate a VOC-format dataset and write a prepared index (options -> library call)."""
 
 from __future__ import annotations
 
-from ssdcli.errors import NotBuiltYet
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.markup import escape
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from ssdcli.cli.console import console
+from ssdcli.data.prepare import PrepareFailure, PrepareReport, prepare_voc
+from ssdcli.errors import SsdError
 
 
-def command() -> None:
-    """Not built yet."""
-    raise NotBuiltYet("`ssd prepare-voc` is not built yet")
+def command(
+    root: Annotated[
+        Path, typer.Argument(help="A VOCdevkit folder (VOC2007/, VOC2012/ inside) or one VOC-style folder.")
+    ],
+    out: Annotated[
+        Optional[Path], typer.Option("--out", "-o", help="Output folder (default: ./prepared/ROOT-NAME).")
+    ] = None,
+    classes: Annotated[
+        Optional[str],
+        typer.Option(
+            "--classes",
+            help="Comma-separated class names, or 'auto' (sorted names found). Default: the 20 VOC classes.",
+        ),
+    ] = None,
+    classes_file: Annotated[
+        Optional[Path], typer.Option("--classes-file", help="Text file with one class name per line.")
+    ] = None,
+    train_sets: Annotated[
+        Optional[str],
+        typer.Option(
+            "--train-sets",
+            help="Split files for 'train', e.g. 2007/trainval,2012/trainval (VOCdevkit) or trainval (one folder).",
+        ),
+    ] = None,
+    test_sets: Annotated[
+        Optional[str],
+        typer.Option("--test-sets", help="Split files for 'test', e.g. 2007/test; 'none' for no test split."),
+    ] = None,
+    verify_images: Annotated[
+        bool, typer.Option("--verify-images", help="Decode every image fully (slow) instead of reading headers only.")
+    ] = False,
+    strict: Annotated[
+        bool, typer.Option("--strict", help="Fail (write nothing) when any problem of severity 'warning' is found.")
+    ] = False,
+    workers: Annotated[
+        Optional[int],
+        typer.Option(
+            "--workers", "-j", min=1, help="Parallel parsing processes (default: CPU count; small datasets use one)."
+        ),
+    ] = None,
+) -> None:
+    """Validate a VOC-format dataset and write manifest.json + <split>.jsonl."""
+    if classes is not None and classes_file is not None:
+        raise SsdError("--classes and --classes-file: give only one")
+    class_spec: list[str] | str | None = classes
+    if classes_file is not None:
+        class_spec = read_classes_file(classes_file)
+    if out is None:
+        out = Path("prepared") / (root.resolve().name or "dataset")
+    with Progress(
+        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+        console=console, transient=True,
+    ) as progress:  # fmt: skip
+        try:
+            report = prepare_voc(
+                root, out, classes=class_spec, train_sets=train_sets, test_sets=test_sets,
+                verify_images=verify_images, strict=strict, workers=workers, progress=progress,
+            )  # fmt: skip
+        except PrepareFailure as e:
+            progress.stop()
+            print_report(e.report)
+            raise
+    print_report(report)
+
+
+def read_classes_file(path: Path) -> list[str]:
+    """One class name per line; blank lines and lines starting with '#' are ignored."""
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeError) as e:
+        raise SsdError(f"{path}: cannot read class list ({getattr(e, 'strerror', None) or e})") from None
+    names = [line.strip() for line in lines if line.strip() and not line.strip().startswith("#")]
+    if not names:
+        raise SsdError(f"{path}: empty class list")
+    return names
+
+
+def print_report(report: PrepareReport) -> None:
+    """Splits, problems (kind, count, examples) and per-class object counts as rich tables."""
+    splits = Table(title="Splits", title_justify="left")
+    for col in ("split", "from", "images", "objects", "difficult", "no objects"):
+        splits.add_column(col, justify="right" if col not in ("split", "from") else "left")
+    for name, s in report.splits.items():
+        splits.add_row(name, ", ".join(s.sets), str(s.images), str(s.objects), str(s.difficult), str(s.empty_images))
+    console.print(splits)
+
+    if report.problems:
+        problems = Table(title="Problems found", title_justify="left", show_lines=True)
+        problems.add_column("kind")
+        problems.add_column("severity")
+        problems.add_column("count", justify="right")
+        problems.add_column("examples", overflow="fold")
+        for p in report.problems.values():
+            sev = "[yellow]warning[/]" if p.severity == "warning" else "[dim]note[/]"
+            examples = "\n".join(escape(e) for e in p.examples[:3])
+            problems.add_row(f"{p.kind}\n[dim]{escape(p.description)}[/]", sev, str(p.count), examples)
+        console.print(problems)
+    else:
+        console.print("[green]No problems found.[/]")
+    if report.unknown_classes:
+        top = sorted(report.unknown_classes.items(), key=lambda kv: -kv[1])[:10]
+        console.print("Skipped class names: " + ", ".join(f"{escape(k)} ({v})" for k, v in top))
+
+    title = "Classes found in the annotations (--classes auto)" if report.classes_auto else "Objects per class"
+    per_class = Table(title=title, title_justify="left")
+    per_class.add_column("label", justify="right")
+    per_class.add_column("class")
+    for name in report.splits:
+        per_class.add_column(f"{name} objects (difficult)", justify="right")
+    for i, c in enumerate(report.classes):
+        cells = [f"{s.class_objects[i]} ({s.class_difficult[i]})" for s in report.splits.values()]
+        per_class.add_row(str(i + 1), escape(c), *cells)
+    console.print(per_class)
+
+    if report.problems:
+        warnings = report.warnings
+        notes = sum(p.count for p in report.problems.values()) - warnings
+        where = " (recorded under 'problems' and 'skipped' in manifest.json)" if report.written else ""
+        console.print(f"{warnings} warning(s), {notes} note(s), {len(report.skipped)} image(s) skipped{where}")
+    if report.written:
+        files = ", ".join(["manifest.json"] + [f"{k}.jsonl" for k in report.splits])
+        console.print(f"Wrote [bold]{escape(str(report.out))}[/] ({files}) in {report.elapsed_s:.1f} s")

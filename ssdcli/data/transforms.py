@@ -1,0 +1,441 @@
+"""SSD training augmentation (the paper's distribution) computed with one resample per image.
+
+The distribution is that of the classic SSD ports as composed from ``torchvision.transforms.v2`` in
+:mod:`ssdcli.data.reference_aug` (the reference): photometric distortion (brightness 0.875..1.125, contrast
+0.5..1.5 before or after saturation 0.5..1.5 and hue +-0.05 turn = +-18 degrees, channel permutation; each
+with p=0.5), zoom-out with p=0.5 to a canvas ``U(1,4)`` times the image filled with the mean pixel, min-IoU
+crop (mode among keep-whole, 0.1, 0.3, 0.5, 0.7, 0.9, unconstrained; 50 trials; sides ``U(0.3,1)`` of the
+canvas, aspect 0.5..2; boxes kept when their centre is inside), horizontal flip p=0.5, warp to ``S x S``.
+
+What differs is the cost. :meth:`SSDTrainAugment.sample` decides the whole geometric chain on integers and
+box coordinates (:class:`GeometryParams`, in the v2 kernels' own parameter order), then
+:meth:`SSDTrainAugment.render` materialises only the source pixels the crop sees, resized once (bilinear,
+antialiased, uint8) into their rectangle of the ``S x S`` output; the rest is the fill colour. The photometric
+chain runs on that small patch, with the contrast mean taken from a thumbnail of the whole source, as the
+reference (which distorts before zooming) does. The patch edges are rounded to whole output pixels (at most
+half a pixel off the exact geometry; a little more when the source was decoded at reduced scale) and the
+returned boxes follow the rendered patch exactly, so boxes and pixels always agree.
+
+All randomness comes from the ``torch.Generator`` passed in; the global RNGs are not touched.
+
+Boxes in: VOC pixel convention (:mod:`ssdcli.boxes`) ``[K,4]``; boxes out: relative xyxy in ``[0,1]``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torchvision.transforms.v2 import functional as TF
+
+from ssdcli.data.images import resize_square
+from ssdcli.errors import SsdError
+from ssdcli.preprocess import IMAGENET, Preprocess
+
+__all__ = [
+    "MIN_IOU_OPTIONS",
+    "GeometryParams",
+    "AugmentPlan",
+    "PhotometricParams",
+    "sample_photometric",
+    "photometric_distort",
+    "SSDTrainAugment",
+    "SSDEvalTransform",
+    "voc_to_continuous",
+]
+
+# v2.RandomIoUCrop's options: 0.0 = any crop holding a box centre, >= 1.0 = keep the whole canvas.
+MIN_IOU_OPTIONS: tuple[float, ...] = (0.0, 0.1, 0.3, 0.5, 0.7, 0.9, 1.0)
+
+
+@dataclass(frozen=True, eq=False)
+class GeometryParams:
+    """Geometric part of one draw, in the parameter order of ``torchvision.transforms.v2.functional``.
+
+    ``padding``: zoom-out ``(left, top, right, bottom)`` source pixels of fill (``F.pad``), None = no zoom-out.
+    ``crop``: ``(top, left, height, width)`` in canvas pixels (``F.crop``), None = keep the whole canvas.
+    ``min_iou``: the crop mode drawn (an entry of :data:`MIN_IOU_OPTIONS`; 1.0 = keep whole).
+    ``keep``: bool ``[K]`` boxes whose centre lies in the crop (all True without a crop).
+    """
+
+    width: int
+    height: int
+    padding: tuple[int, int, int, int] | None
+    crop: tuple[int, int, int, int] | None
+    min_iou: float
+    flip: bool
+    keep: np.ndarray
+
+
+@dataclass(frozen=True, eq=False)
+class AugmentPlan:
+    geometry: GeometryParams
+    photometric: PhotometricParams | None
+
+
+def voc_to_continuous(boxes: torch.Tensor | np.ndarray) -> np.ndarray:
+    """VOC pixel boxes ``[K,4]`` -> continuous pixel xyxy float64 ``(xmin-1, ymin-1, xmax, ymax)``."""
+    b = np.asarray(boxes, dtype=np.float64).reshape(-1, 4).copy()
+    b[:, :2] -= 1.0
+    return b
+
+
+def _rand(generator: torch.Generator, *shape: int) -> np.ndarray:
+    return torch.rand(*shape, generator=generator, dtype=torch.float64).numpy()
+
+
+# -- photometric distortion (v2.RandomPhotometricDistort's parameters and uint8 arithmetic) -------------------
+@dataclass(frozen=True)
+class PhotometricParams:
+    """Factors of one photometric draw (None = step skipped); ``permutation[i]`` = input channel of output i."""
+
+    brightness: float | None = None
+    contrast: float | None = None
+    saturation: float | None = None
+    hue: float | None = None
+    contrast_before: bool = True
+    permutation: tuple[int, int, int] | None = None
+
+
+PHOTOMETRIC_RANGES = {
+    "brightness": (0.875, 1.125),
+    "contrast": (0.5, 1.5),
+    "saturation": (0.5, 1.5),
+    "hue": (-0.05, 0.05),
+}
+
+
+def sample_photometric(generator: torch.Generator, p: float = 0.5) -> PhotometricParams:
+    """v2.RandomPhotometricDistort's draw: each factor with probability ``p``, uniform in its range; contrast
+    before or after saturation/hue with probability 1/2; a uniform channel permutation with probability ``p``."""
+    u = _rand(generator, 13).tolist()
+    ranges = PHOTOMETRIC_RANGES.items()
+    vals = {key: lo + (hi - lo) * u[4 + i] if u[i] < p else None for i, (key, (lo, hi)) in enumerate(ranges)}
+    perm = tuple(int(i) for i in np.argsort(u[10:13])) if u[9] < p else None
+    return PhotometricParams(**vals, contrast_before=u[8] < 0.5, permutation=perm)  # type: ignore[arg-type]
+
+
+class _Scratch:
+    """Reusable float32 work buffers for the photometric steps.
+
+    A fresh tensor of a few hundred KB per elementwise op costs page faults (measured here: from tens of
+    microseconds to milliseconds each), more than the arithmetic; the buffers are reused instead. One per
+    augmenter, i.e. per DataLoader worker process; not shared between threads; never pickled.
+    """
+
+    def __init__(self) -> None:
+        self._buf = torch.empty(0)
+
+    def take(self, n: int) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]:
+        """Views ``x [3,n]``, ``q [3,n]`` and six ``[n]`` temporaries."""
+        if self._buf.numel() < 12 * n:
+            self._buf = torch.empty(12 * n)
+        f = self._buf
+        return f[: 3 * n].view(3, n), f[3 * n : 6 * n].view(3, n), [f[(6 + i) * n : (7 + i) * n] for i in range(6)]
+
+    def __getstate__(self) -> dict:
+        return {}
+
+    def __setstate__(self, state: dict) -> None:
+        self._buf = torch.empty(0)
+
+
+def _gray(x: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+    """Floored luma (torchvision's rgb_to_grayscale weights) of float RGB ``x [3,n]`` into ``out [n]``."""
+    torch.mul(x[0], 0.2989, out=out)
+    return out.add_(x[1], alpha=0.587).add_(x[2], alpha=0.114).floor_()
+
+
+def _finish_(x: torch.Tensor) -> torch.Tensor:
+    """End of every v2 step on uint8: clamp to 0..255 and truncate."""
+    return x.clamp_(0.0, 255.0).floor_()
+
+
+_HUE_OFFSETS = torch.tensor([0.0, -2.0, -4.0]).view(3, 1)
+
+
+def _hue(x: torch.Tensor, hue: float, q: torch.Tensor, t: list[torch.Tensor]) -> torch.Tensor:
+    """HSV hue rotation by ``hue`` turns (|hue| <= 1/6) of integral float RGB 0..255 ``x [3,n]`` into ``q``,
+    as v2's adjust_hue on uint8.
+
+    Hexcone hue ``h6`` from the max channel, selected arithmetically (values are integral, so
+    ``clamp(r - max + 1, 0)`` is 1 exactly where r is the max; torch.where is slow on CPU), shifted, and back to
+    RGB with the branch-free ``channel = min + C * clamp(||h6 + (0,-2,-4)| - 3| - 1, 0, 1)``.
+    """
+    r, g, b = x.unbind(0)
+    maxc, minc, c, is_r, is_g, h6 = t
+    torch.maximum(torch.maximum(r, g, out=maxc), b, out=maxc)
+    torch.minimum(torch.minimum(r, g, out=minc), b, out=minc)
+    torch.sub(maxc, minc, out=c)
+    torch.sub(r, maxc, out=is_r).add_(1.0).clamp_(min=0.0)
+    torch.sub(g, maxc, out=is_g).add_(1.0).clamp_(min=0.0).sub_(is_r).clamp_(min=0.0)
+    h_b = torch.sub(r, g, out=q[0]).add_(c, alpha=4.0)  # hue numerator when b is the max
+    torch.sub(b, r, out=h6).add_(c, alpha=2.0).sub_(h_b).mul_(is_g).add_(h_b)
+    h6.add_(torch.sub(g, b, out=q[1]).sub_(h6).mul_(is_r))
+    h6.div_(torch.clamp(c, min=1.0, out=is_r)).add_(6.0 * hue)  # C is 0 or >= 1; h6 in [-1-6|hue|, 5+6|hue|)
+    torch.add(h6.unsqueeze(0), _HUE_OFFSETS, out=q)
+    q.abs_().sub_(3.0).abs_().sub_(1.0).clamp_(0.0, 1.0)
+    return q.mul_(c).add_(minc).mul_(255.999 / 255.0).floor_()
+
+
+def _pointwise(
+    x: torch.Tensor,
+    p: PhotometricParams,
+    mean: float | None,
+    q: torch.Tensor,
+    t: list[torch.Tensor],
+    upto_contrast: bool = False,
+) -> torch.Tensor:
+    """v2's photometric order on ``x [3,n]`` (modified in place; the result may live in ``q``)."""
+    if p.brightness is not None:
+        _finish_(x.mul_(p.brightness))
+    if p.contrast is not None and p.contrast_before:
+        if upto_contrast:
+            return x
+        _finish_(x.mul_(p.contrast).add_(torch.tensor(float(mean)), alpha=1.0 - p.contrast))  # type: ignore[arg-type]
+    if p.saturation is not None:
+        gray = _gray(x, t[0]).unsqueeze(0)
+        _finish_(x.mul_(p.saturation).add_(gray, alpha=1.0 - p.saturation))  # v2's blend, same rounding
+    if p.hue is not None:
+        x = _hue(x, p.hue, q, t)
+    if p.contrast is not None and not p.contrast_before:
+        if upto_contrast:
+            return x
+        _finish_(x.mul_(p.contrast).add_(torch.tensor(float(mean)), alpha=1.0 - p.contrast))  # type: ignore[arg-type]
+    return x
+
+
+def photometric_distort(
+    patch: torch.Tensor,
+    p: PhotometricParams,
+    whole_image: torch.Tensor | None = None,
+    out: torch.Tensor | None = None,
+    scratch: _Scratch | None = None,
+) -> torch.Tensor:
+    """Apply ``p`` to uint8 ``patch [3,h,w]``; result written to ``out`` (uint8 ``[3,h,w]``, may be a view) or a
+    new tensor. The contrast mean is that of ``whole_image`` (default: the patch) after the steps preceding
+    contrast, as when the whole image is distorted, estimated on a strided thumbnail (~64 pixels a side)."""
+    h, w = patch.shape[-2:]
+    out = torch.empty(3, h, w, dtype=torch.uint8) if out is None else out
+    if p == PhotometricParams(contrast_before=p.contrast_before):
+        return out.copy_(patch)
+    scratch = scratch or _Scratch()
+    mean = None
+    if p.contrast is not None:
+        src = patch if whole_image is None else whole_image
+        step = max(1, min(src.shape[-2:]) // 64)
+        thumb = src[:, ::step, ::step]
+        x, q, t = scratch.take(thumb.shape[-1] * thumb.shape[-2])
+        x.view(thumb.shape).copy_(thumb)
+        mean = float(_gray(_pointwise(x, p, None, q, t, upto_contrast=True), t[5]).mean())
+    x, q, t = scratch.take(h * w)
+    x.view(3, h, w).copy_(patch)
+    res = _pointwise(x, p, mean, q, t).numpy().reshape(3, h, w)
+    perm = p.permutation or (0, 1, 2)
+    dst = out.numpy()
+    for i in range(3):  # numpy's float->uint8 cast is several times faster than torch's here
+        np.copyto(dst[i], res[perm[i]], casting="unsafe")
+    return out
+
+
+def _sample_crop(
+    cw: int, ch: int, boxes: np.ndarray, generator: torch.Generator, trials: int
+) -> tuple[tuple[int, int, int, int] | None, float, np.ndarray]:
+    """Min-IoU crop of a ``cw x ch`` canvas as ``v2.RandomIoUCrop`` draws it, all trials of a mode at once.
+
+    ``boxes``: continuous canvas xyxy ``[K,4]``. Returns ``(crop (top,left,h,w) | None, min_iou, keep [K])``.
+    """
+    k = len(boxes)
+    if k == 0:  # v2 redraws modes until "keep whole" comes up: same outcome, without the wasted trials
+        return None, 1.0, np.zeros(0, dtype=bool)
+    cx = (boxes[:, 0] + boxes[:, 2]) / 2
+    cy = (boxes[:, 1] + boxes[:, 3]) / 2
+    area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+    while True:
+        mode = MIN_IOU_OPTIONS[int(torch.randint(len(MIN_IOU_OPTIONS), (1,), generator=generator))]
+        if mode >= 1.0:
+            return None, 1.0, np.ones(k, dtype=bool)
+        u = _rand(generator, trials, 4)
+        new_w = np.floor(cw * (0.3 + 0.7 * u[:, 0]))
+        new_h = np.floor(ch * (0.3 + 0.7 * u[:, 1]))
+        ok = (new_w > 0) & (new_h > 0) & (new_w >= 0.5 * new_h) & (new_w <= 2.0 * new_h)
+        left = np.floor((cw - new_w) * u[:, 2])[:, None]
+        top = np.floor((ch - new_h) * u[:, 3])[:, None]
+        right, bottom = left + new_w[:, None], top + new_h[:, None]
+        inside = (left < cx) & (cx < right) & (top < cy) & (cy < bottom)  # [T,K]
+        iw = (np.minimum(boxes[:, 2], right) - np.maximum(boxes[:, 0], left)).clip(min=0)
+        ih = (np.minimum(boxes[:, 3], bottom) - np.maximum(boxes[:, 1], top)).clip(min=0)
+        inter = iw * ih
+        iou = inter / (area + (new_w * new_h)[:, None] - inter)
+        ok &= inside.any(1) & (np.where(inside, iou, -1.0).max(1) >= mode)
+        if ok.any():
+            t = int(np.argmax(ok))
+            crop = (int(top[t, 0]), int(left[t, 0]), int(new_h[t]), int(new_w[t]))
+            return crop, mode, inside[t].copy()
+
+
+class SSDTrainAugment:
+    """SSD training augmentation producing uint8 ``[3,S,S]`` images and relative xyxy boxes.
+
+    ``__call__(image uint8 [3,H,W], boxes VOC pixel float32 [K,4], labels int64 [K], generator)`` ->
+    ``(image uint8 [3,S,S], boxes float32 [K',4] relative xyxy, labels int64 [K'])``. All randomness comes
+    from ``generator``. Normalisation is left to the batch (``Preprocess.normalize``).
+    """
+
+    def __init__(
+        self,
+        image_size: int,
+        preprocess: Preprocess = IMAGENET,
+        *,
+        photometric: bool = True,
+        zoom_out_p: float = 0.5,
+        max_zoom_out: float = 4.0,
+        flip_p: float = 0.5,
+        trials: int = 50,
+    ) -> None:
+        if int(image_size) < 8:
+            raise SsdError(f"image size: must be at least 8 pixels, got {image_size}")
+        self.size = int(image_size)
+        self.fill = preprocess.fill_value_uint8()
+        self.photometric = photometric
+        self.zoom_out_p, self.max_zoom_out, self.flip_p, self.trials = zoom_out_p, max_zoom_out, flip_p, trials
+        self._canvas = torch.tensor(self.fill, dtype=torch.uint8).view(3, 1, 1).repeat(1, self.size, self.size)
+        self._scratch = _Scratch()
+
+    # -- planning: geometry on numbers only -----------------------------------------------------------------
+    def sample(
+        self, width: int, height: int, boxes: torch.Tensor | np.ndarray, generator: torch.Generator
+    ) -> AugmentPlan:
+        """Draw one augmentation for a ``width x height`` image with VOC pixel ``boxes [K,4]``."""
+        photo = sample_photometric(generator) if self.photometric else None
+        u = _rand(generator, 4).tolist()
+        b = voc_to_continuous(boxes)
+        padding = None
+        cw, ch = width, height
+        if u[0] < self.zoom_out_p:
+            r = 1.0 + u[1] * (self.max_zoom_out - 1.0)
+            cw, ch = int(width * r), int(height * r)
+            left, top = int((cw - width) * u[2]), int((ch - height) * u[3])
+            padding = (left, top, cw - width - left, ch - height - top)
+            b = b + np.array([left, top, left, top], dtype=np.float64)
+        crop, mode, keep = _sample_crop(cw, ch, b, generator, self.trials)
+        flip = bool(_rand(generator, 1)[0] < self.flip_p)
+        geom = GeometryParams(int(width), int(height), padding, crop, mode, flip, keep)
+        return AugmentPlan(geom, photo)
+
+    def _layout(self, g: GeometryParams) -> tuple[tuple[int, int, int, int], tuple[int, int, int, int]]:
+        """Source rectangle ``(x0,y0,x1,y1)`` the crop sees and its rounded output rectangle (same order)."""
+        pl, pt = (g.padding[0], g.padding[1]) if g.padding else (0, 0)
+        cw = g.width + (g.padding[0] + g.padding[2] if g.padding else 0)
+        ch = g.height + (g.padding[1] + g.padding[3] if g.padding else 0)
+        top, left, h, w = g.crop if g.crop else (0, 0, ch, cw)
+        x0, x1 = max(left - pl, 0), min(left + w - pl, g.width)
+        y0, y1 = max(top - pt, 0), min(top + h - pt, g.height)
+        s = self.size
+        out = (
+            round((x0 + pl - left) * s / w), round((y0 + pt - top) * s / h),
+            round((x1 + pl - left) * s / w), round((y1 + pt - top) * s / h),
+        )
+        return (x0, y0, x1, y1), out
+
+    def max_reduction(self, plan: AugmentPlan) -> int:
+        """Largest decode reduction (1, 2, 4 or 8) keeping the source at least as sharp as its output patch."""
+        (x0, y0, x1, y1), (ox0, oy0, ox1, oy1) = self._layout(plan.geometry)
+        k = 1
+        while k < 8 and (x1 - x0) >= 2 * k * max(ox1 - ox0, 1) and (y1 - y0) >= 2 * k * max(oy1 - oy0, 1):
+            k *= 2
+        return k
+
+    # -- rendering: one resample ----------------------------------------------------------------------------
+    def render(
+        self,
+        image: torch.Tensor,
+        boxes: torch.Tensor | np.ndarray,
+        labels: torch.Tensor,
+        plan: AugmentPlan,
+        reduction: int = 1,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Materialise ``plan`` from ``image``: the source, or the source decoded at ``1/reduction`` scale
+        (``ceil(W/reduction) x ceil(H/reduction)``, as JPEG DCT scaling gives). ``boxes``: the source's VOC boxes."""
+        g, s, k = plan.geometry, self.size, reduction
+        (x0, y0, x1, y1), (ox0, oy0, ox1, oy1) = self._layout(g)
+        hr, wr = image.shape[-2:]
+        if (wr, hr) != (-(-g.width // k), -(-g.height // k)):
+            raise ValueError(f"image is {wr}x{hr}, plan expects {g.width}x{g.height} at 1/{k}")
+        red = (x0 // k, y0 // k, min(-(-x1 // k), wr), min(-(-y1 // k), hr))
+        drawn = ox1 > ox0 and oy1 > oy0 and red[2] > red[0] and red[3] > red[1]
+        # where the (whole-pixel) reduced crop lands: a little beyond the output rectangle, cut back after resizing
+        land = (ox0, oy0, ox1, oy1)
+        if k > 1 and drawn:
+            fx, fy = (ox1 - ox0) / (x1 - x0), (oy1 - oy0) / (y1 - y0)
+            land = (
+                round(ox0 - (x0 - k * red[0]) * fx), round(oy0 - (y0 - k * red[1]) * fy),
+                round(ox1 + (k * red[2] - x1) * fx), round(oy1 + (k * red[3] - y1) * fy),
+            )
+        rect = (s - ox1, oy0, s - ox0, oy1) if g.flip else (ox0, oy0, ox1, oy1)
+        out = torch.empty(3, s, s, dtype=torch.uint8) if drawn and rect == (0, 0, s, s) else self._canvas.clone()
+        if drawn:
+            patch = image[:, red[1] : red[3], red[0] : red[2]]
+            if patch.shape[-2:] != (land[3] - land[1], land[2] - land[0]):
+                if patch.stride(0) != 1 or patch.stride(1) != 3 * patch.shape[2]:
+                    # packed channels-last (HWC): the input torch's uint8 antialiased kernel runs on without repacking
+                    patch = patch.permute(1, 2, 0).contiguous().permute(2, 0, 1)
+                patch = TF.resize(patch, [land[3] - land[1], land[2] - land[0]], antialias=True)
+            patch = patch[:, oy0 - land[1] : oy1 - land[1], ox0 - land[0] : ox1 - land[0]]
+            if g.flip:
+                patch = patch.flip(-1)
+            dst = out[:, rect[1] : rect[3], rect[0] : rect[2]]
+            if plan.photometric is not None:
+                photometric_distort(patch, plan.photometric, whole_image=image, out=dst, scratch=self._scratch)
+            else:
+                dst.copy_(patch)
+        return out, *self._boxes(g, boxes, labels, (x0, y0, x1, y1), red, land, (ox0, oy0, ox1, oy1), k)
+
+    def _boxes(
+        self,
+        g: GeometryParams,
+        boxes: torch.Tensor | np.ndarray,
+        labels: torch.Tensor,
+        src: tuple[int, int, int, int],
+        red: tuple[int, int, int, int],
+        land: tuple[int, int, int, int],
+        rect: tuple[int, int, int, int],
+        k: int,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Boxes through the rendered mapping: source px -> reduced px -> landing rect (cut to the drawn ``rect``)
+        -> flip -> relative. Boxes under one output pixel wide or high are dropped (as v2's Sanitize after Resize)."""
+        s = self.size
+        (x0, y0, x1, y1), (a0, b0, a1, b1), (u0, v0, u1, v1) = src, red, land
+        b = voc_to_continuous(boxes)[g.keep]
+        labels = torch.as_tensor(labels, dtype=torch.int64).reshape(-1)[torch.from_numpy(g.keep)]
+        b = b.clip([x0, y0, x0, y0], [x1, y1, x1, y1]) / k
+        sx, sy = (u1 - u0) / max(a1 - a0, 1), (v1 - v0) / max(b1 - b0, 1)
+        out = ((b - [a0, b0, a0, b0]) * [sx, sy, sx, sy] + [u0, v0, u0, v0]).clip(rect[:2] * 2, rect[2:] * 2)
+        if g.flip:
+            out = np.stack([s - out[:, 2], out[:, 1], s - out[:, 0], out[:, 3]], axis=1)
+        valid = ((out[:, 2] - out[:, 0]) >= 1.0) & ((out[:, 3] - out[:, 1]) >= 1.0)
+        rel = torch.from_numpy((out[valid] / s).clip(0.0, 1.0).astype(np.float32)).reshape(-1, 4)
+        return rel, labels[torch.from_numpy(valid)]
+
+    def __call__(
+        self, image: torch.Tensor, boxes: torch.Tensor, labels: torch.Tensor, generator: torch.Generator
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        plan = self.sample(image.shape[-1], image.shape[-2], boxes, generator)
+        return self.render(image, boxes, labels, plan)
+
+
+class SSDEvalTransform:
+    """Test-time transform: warp to ``S x S`` (:func:`resize_square`), VOC pixel boxes -> relative xyxy."""
+
+    def __init__(self, image_size: int) -> None:
+        self.size = int(image_size)
+
+    def __call__(
+        self, image: torch.Tensor, boxes: torch.Tensor, labels: torch.Tensor, generator: torch.Generator | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        h, w = image.shape[-2:]
+        b = voc_to_continuous(boxes) / [w, h, w, h]
+        rel = torch.from_numpy(b.clip(0.0, 1.0).astype(np.float32)).reshape(-1, 4)
+        return resize_square(image, self.size), rel, torch.as_tensor(labels, dtype=torch.int64).reshape(-1)
+
