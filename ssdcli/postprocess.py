@@ -1,7 +1,7 @@
 """SSD post-processing: decode, score threshold, per-class top-k, class-aware NMS, top-k per image.
 
-One ``torchvision.ops.batched_nms`` call for the whole batch (image and class folded into the NMS group id),
-no Python loop over images or classes.
+One ``torchvision.ops.batched_nms`` call per image (the class is the NMS group id), no Python loop over
+classes or boxes.
 """
 
 from __future__ import annotations
@@ -34,38 +34,73 @@ class Detections:
         return int(self.scores.shape[0])
 
 
+def _nms_shift(boxes: torch.Tensor) -> torch.Tensor:
+    """``min(0, smallest coordinate of boxes)`` as a 0-d tensor; subtracting it makes every coordinate >= 0.
+
+    ``batched_nms`` keeps groups apart by adding ``group * (max_coordinate + 1)`` to the boxes, which only
+    separates them when coordinates are >= 0; decoded boxes of an untrained or diverged model can lie far
+    outside the image, and boxes of different classes would then suppress each other. IoU is unchanged by
+    the translation. No data-dependent branch.
+    """
+    return torch.cat((boxes.reshape(-1), boxes.new_zeros(1))).min()
+
+
+def candidate_mask(scores: torch.Tensor, score_threshold: float, pre_nms_top_k: int) -> torch.Tensor:
+    """``[N,P,K]`` bool: scores above the threshold, at most the ``pre_nms_top_k`` best per image and class.
+
+    Only (image, class) pairs with more than ``pre_nms_top_k`` candidates pay for a top-k over the priors
+    (a trained detector has few; a random-init one has all of them).
+    """
+    keep = scores > score_threshold
+    if pre_nms_top_k >= scores.shape[1]:
+        return keep
+    over = keep.sum(dim=1) > pre_nms_top_k  # [N,K]
+    if bool(over.any()):
+        img, cls = over.nonzero(as_tuple=True)
+        top = scores[img, :, cls].topk(pre_nms_top_k, dim=1).indices  # [R,pre], all above the threshold
+        keep[img, :, cls] = False
+        keep[img[:, None], top, cls[:, None]] = True
+    return keep
+
+
+def image_nms(boxes: torch.Tensor, scores: torch.Tensor, classes: torch.Tensor, iou_threshold: float, top_k: int) -> torch.Tensor:
+    """Class-aware NMS of one image's candidates (``[K,4]``, ``[K]``, ``[K]``): indices of the ``top_k`` best kept.
+
+    Exact shortcut: whether a box survives depends only on higher-scoring boxes of its class, so when NMS over
+    the ``L`` best candidates already keeps ``top_k`` boxes, those are the answer; ``L`` grows 4x per try.
+    """
+    boxes = boxes - _nms_shift(boxes)
+    limit = 4 * top_k
+    while limit < scores.shape[0]:
+        best = scores.topk(limit).indices
+        kept = batched_nms(boxes[best], scores[best], classes[best], iou_threshold)
+        if kept.shape[0] >= top_k:
+            return best[kept[:top_k]]
+        limit *= 4
+    return batched_nms(boxes, scores, classes, iou_threshold)[:top_k]  # sorted by decreasing score
+
+
 def select_detections(
     boxes: torch.Tensor, scores: torch.Tensor, config: PostprocessConfig = PostprocessConfig()
 ) -> list[Detections]:
     """Shared selection step for any detector with per-class scores.
 
     Args: ``boxes [N,P,4]`` relative xyxy (class-agnostic), ``scores [N,P,K]`` per foreground class.
+    Per image and class: score > threshold, the ``pre_nms_top_k`` best, NMS; then the ``top_k`` best of the
+    image over all classes, sorted by decreasing score. One ``batched_nms`` call per image (class-aware
+    through its group ids), no loop over classes or boxes.
     """
-    n, p, k = scores.shape
-    device = scores.device
-    pre = min(config.pre_nms_top_k, p)
-    top_scores, top_prior = scores.topk(pre, dim=1)  # [N,pre,K] per class and image
-    keep = top_scores > config.score_threshold
-    img_idx, rank_idx, cls_idx = keep.nonzero(as_tuple=True)
-    prior_idx = top_prior[img_idx, rank_idx, cls_idx]
-    cand_scores = top_scores[img_idx, rank_idx, cls_idx]
-    cand_boxes = boxes[img_idx, prior_idx]
-    group = img_idx * k + cls_idx
-    kept = batched_nms(cand_boxes.float(), cand_scores.float(), group, config.nms_threshold)  # sorted by score
-    kept_img = img_idx[kept]
-    order = torch.sort(kept_img, stable=True).indices  # group by image, keeping score order
-    kept = kept[order]
-    kept_img = kept_img[order]
-    counts = torch.bincount(kept_img, minlength=n)
-    starts = torch.cumsum(counts, 0) - counts
-    pos_in_image = torch.arange(kept.shape[0], device=device) - starts[kept_img]
-    sel = pos_in_image < config.top_k
-    kept, kept_img = kept[sel], kept_img[sel]
-    per_image = torch.bincount(kept_img, minlength=n).tolist()
-    out_boxes = cand_boxes[kept].split(per_image)
-    out_scores = cand_scores[kept].split(per_image)
-    out_labels = (cls_idx[kept] + 1).split(per_image)
-    return [Detections(b, s, l) for b, s, l in zip(out_boxes, out_scores, out_labels)]
+    n = scores.shape[0]
+    keep = candidate_mask(scores, config.score_threshold, config.pre_nms_top_k)
+    img_idx, prior_idx, cls_idx = keep.nonzero(as_tuple=True)  # sorted by image
+    cand_scores = scores[img_idx, prior_idx, cls_idx].float()
+    cand_boxes = boxes[img_idx, prior_idx].float()
+    per_image = torch.bincount(img_idx, minlength=n).tolist()
+    out = []
+    for b, s, c in zip(cand_boxes.split(per_image), cand_scores.split(per_image), cls_idx.split(per_image)):
+        kept = image_nms(b, s, c, config.nms_threshold, config.top_k)
+        out.append(Detections(b[kept], s[kept], c[kept] + 1))
+    return out
 
 
 def postprocess(

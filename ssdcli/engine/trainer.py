@@ -14,7 +14,6 @@ from torch.utils.data import DataLoader
 from ssdcli.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
 from ssdcli.data.dataset import DetectionDataset, collate_detections
 from ssdcli.data.records import load_prepared
-from ssdcli.data.transforms import SSDTrainAugment
 from ssdcli.device import resolve_device
 from ssdcli.engine import distributed as D
 from ssdcli.engine.model_init import init_model
@@ -174,7 +173,7 @@ class _Run:
             if dist.is_main:
                 self.log.truncate_after(self.start_iter)
             self.say(f"resumed {resume} at iteration {self.start_iter}/{self.total}")
-        dataset = DetectionDataset(train_records, SSDTrainAugment(self.config.image_size, self.config.preprocess), seed=options.seed)
+        dataset = DetectionDataset(train_records, self.model.train_augment(), seed=options.seed)
         sampler = ResumableBatchSampler(n, options.batch, options.seed, self.start_iter, self.total, dist.rank, dist.world)
         self.loader = DataLoader(
             dataset, batch_sampler=sampler, num_workers=options.workers, collate_fn=collate_detections,

@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
@@ -73,6 +74,16 @@ class DetectorModel(nn.Module):
 
     def decode(self, outputs: tuple[torch.Tensor, ...], config: PostprocessConfig = PostprocessConfig()) -> list[Detections]:
         raise NotImplementedError
+
+    def train_augment(self) -> "Callable":
+        """The training augmentation this family is trained with (default: the SSD paper's, fast path).
+
+        A callable ``(image uint8 [3,H,W], VOC pixel boxes [K,4], labels [K], generator) -> (uint8 [3,S,S],
+        relative xyxy boxes [K',4], labels [K'])`` as :class:`ssdcli.data.transforms.SSDTrainAugment`.
+        """
+        from ssdcli.data.transforms import SSDTrainAugment
+
+        return SSDTrainAugment(self.config.image_size, self.config.preprocess)
 
     def export_graph(self, config: PostprocessConfig) -> nn.Module:
         """A module for ONNX export mapping a normalised batch to final detections (decode and NMS or peak
