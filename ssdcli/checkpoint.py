@@ -14,7 +14,6 @@ from __future__ import annotations
 import io
 import os
 import pickle
-import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -27,6 +26,8 @@ from ssdcli.models.registry import build_from_config
 
 CHECKPOINT_FORMAT = "ssdcli-checkpoint"
 CHECKPOINT_VERSION = 1
+_ZIP_MAGIC = b"PK\x03\x04"  # torch.save since 1.6
+_PICKLE_PROTO = b"\x80"  # legacy torch.save: a pickle protocol header
 
 
 @dataclass
@@ -67,18 +68,26 @@ def read_weights_file(path: str | os.PathLike) -> object:
         raise SsdError(f"{path}: file not found")
     if path.stat().st_size == 0:
         raise SsdError(f"{path}: empty file, not a checkpoint")
+    with open(path, "rb") as f:
+        head = f.read(8)
+    if not (head.startswith(_ZIP_MAGIC) or head[:1] == _PICKLE_PROTO):
+        raise SsdError(f"{path}: not a PyTorch checkpoint (the file does not start like one; a text, JSON or git-LFS file?)")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
-        if "weights_only" in str(e) or "Weights only" in str(e):
+        if "Unsupported global" in str(e) or "Weights only load failed" in str(e):
             raise SsdError(
                 f"{path}: refused: the file contains pickled Python objects beyond tensors and plain containers; "
                 "loading it could run arbitrary code, so it is not opened (re-save it as a plain state_dict)"
             ) from None
-        raise SsdError(f"{path}: not a PyTorch checkpoint ({str(e).splitlines()[0]})") from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise SsdError(f"{path}: not a readable PyTorch checkpoint (truncated or corrupt?): {first}") from None
+        raise SsdError(f"{path}: not a PyTorch checkpoint ({_first_line(e)})") from None
+    except Exception as e:  # noqa: BLE001 - any other failure of a foreign file is "not readable", never a traceback
+        raise SsdError(f"{path}: not a readable PyTorch checkpoint (truncated or corrupt?): {_first_line(e)}") from None
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0] if text else type(e).__name__
 
 
 def load_checkpoint(path: str | os.PathLike) -> Checkpoint:

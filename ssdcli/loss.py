@@ -12,8 +12,8 @@ def hard_negative_mask(ce: torch.Tensor, positive: torch.Tensor, neg_pos_ratio: 
     num_neg = torch.clamp(num_pos * neg_pos_ratio, max=positive.shape[1] - num_pos)
     neg_loss = ce.masked_fill(positive, float("-inf"))
     order = neg_loss.argsort(dim=1, descending=True)
-    rank = order.argsort(dim=1)
-    return rank < num_neg
+    ranks = torch.arange(ce.shape[1], device=ce.device).expand_as(order)
+    return torch.zeros_like(positive).scatter_(1, order, ranks < num_neg)  # one sort, no rank-of-rank sort
 
 
 def multibox_loss(
@@ -35,5 +35,5 @@ def multibox_loss(
     ce = F.cross_entropy(logits.reshape(-1, c).float(), cls_targets.reshape(-1), reduction="none").reshape(n, p)
     with torch.no_grad():
         negative = hard_negative_mask(ce.detach(), positive, neg_pos_ratio)
-    cls_loss = (ce * (positive | negative)).sum()
+    cls_loss = torch.where(positive | negative, ce, torch.zeros_like(ce)).sum()
     return loc_loss / num_pos.float(), cls_loss / num_pos.float()

@@ -7,11 +7,12 @@ that ground truth (the first one on ties); all other priors are background (labe
 the classic per-image ``match()`` (same IoU arithmetic, same tie-breaking).
 
 How: SSD priors form, per feature map and box shape, a grid of rows x columns, and a prior's x extent depends
-only on its column and its y extent only on its row. Overlaps are therefore computed per (ground truth, row)
-and (ground truth, column), ``[G, rows]`` and ``[G, columns]`` (372 of each for SSD300), instead of per (ground truth, prior): the best prior of a ground
-truth is found from per-group maxima, and only the few (ground truth, prior) pairs that can reach the threshold
-(or tie for the best prior) are enumerated and get their exact IoU. Priors without that structure fall back to
-one group per prior, i.e. a dense ``[G, P]`` computation through the same code.
+only on its column and its y extent only on its row. Overlap extents are therefore computed per (ground truth,
+row) and (ground truth, column), ``[G, rows]`` and ``[G, columns]`` (372 of each for SSD300), instead of per
+(ground truth, prior); the best prior of a ground truth follows from per-group maxima, and only the few (ground
+truth, prior) pairs that can reach the threshold (or tie for the best prior) are enumerated and get their exact
+IoU. Priors without that structure fall back to one group per prior, i.e. a dense ``[G, P]`` computation
+through the same code.
 """
 
 from __future__ import annotations
@@ -116,19 +117,20 @@ def _single_layout(p: int) -> _Layout:
 def _grid_from_layout(priors_xyxy: torch.Tensor, layout: _Layout) -> PriorGrid | None:
     """The grid view of ``priors_xyxy`` for ``layout``, or None if the priors do not factor that way."""
     dev = priors_xyxy.device
-    lay = _Layout(*(t.to(dev) for t in (layout.base, layout.row_stride, layout.col_stride, layout.size, layout.prior_row, layout.prior_col)))
+    lay = _Layout(*(getattr(layout, f).to(dev) for f in _Layout.__dataclass_fields__))
     group = torch.repeat_interleave(torch.arange(lay.base.shape[0], device=dev), lay.size)
     pos = torch.arange(group.shape[0], device=dev) - (lay.size.cumsum(0) - lay.size)[group]
     rows = priors_xyxy[lay.base[group] + pos * lay.row_stride[group]][:, [1, 3]]  # read in column 0
     cols = priors_xyxy[lay.base[group] + pos * lay.col_stride[group]][:, [0, 2]]  # read in row 0
-    rebuilt = torch.stack((cols[lay.prior_col, 0], rows[lay.prior_row, 0], cols[lay.prior_col, 1], rows[lay.prior_row, 1]), 1)
+    c, r = cols[lay.prior_col], rows[lay.prior_row]
+    rebuilt = torch.stack((c[:, 0], r[:, 0], c[:, 1], r[:, 1]), dim=1)
     if not torch.equal(rebuilt, priors_xyxy):
         return None
     area = (priors_xyxy[:, 2] - priors_xyxy[:, 0]) * (priors_xyxy[:, 3] - priors_xyxy[:, 1])
     prior_group = group[lay.prior_row]
     lo = area.new_full(lay.base.shape, float("inf")).scatter_reduce(0, prior_group, area, "amin")
     hi = area.new_zeros(lay.base.shape).scatter_reduce(0, prior_group, area, "amax")
-    if not bool((hi - lo <= 0.1 * _SLACK * hi).all()):  # one box size per group (up to rounding), within the slack
+    if not bool((hi - lo <= 0.1 * _SLACK * hi).all()):  # one box size per group (up to rounding) is assumed
         return None
     return PriorGrid(rows, group, pos, cols, group, pos, lay.base, lay.row_stride, lay.col_stride, area, area[lay.base])
 
@@ -204,8 +206,8 @@ def match_boxes(
     x1, y1, x2, y2 = boxes.unbind(1)
     area_g = (x2 - x1) * (y2 - y1)
     # overlap extents against every column / row interval, as box_iou's clamp(min(x2) - max(x1), 0)
-    ix = (torch.minimum(x2[:, None], grid.cols[None, :, 1]) - torch.maximum(x1[:, None], grid.cols[None, :, 0])).clamp(min=0)
-    iy = (torch.minimum(y2[:, None], grid.rows[None, :, 1]) - torch.maximum(y1[:, None], grid.rows[None, :, 0])).clamp(min=0)
+    ix = (torch.minimum(x2[:, None], grid.cols[:, 1]) - torch.maximum(x1[:, None], grid.cols[:, 0])).clamp(min=0)
+    iy = (torch.minimum(y2[:, None], grid.rows[:, 1]) - torch.maximum(y1[:, None], grid.rows[:, 0])).clamp(min=0)
     zeros = ix.new_zeros((n_gt, grid.num_groups))
     mx = zeros.scatter_reduce(1, grid.col_group.expand(n_gt, -1), ix, "amax")  # [G,R] best extents per group
     my = zeros.scatter_reduce(1, grid.row_group.expand(n_gt, -1), iy, "amax")
@@ -226,13 +228,14 @@ def match_boxes(
     best = iou.new_full((n_gt,), -1.0).scatter_reduce(0, g, iou, "amax")
     tie = iou == best[g]
     big = torch.iinfo(torch.int64).max
-    best_prior = torch.full((n_gt,), big, dtype=torch.int64, device=boxes.device).scatter_reduce(0, g[tie], prior[tie], "amin")
+    best_prior = torch.full((n_gt,), big, dtype=torch.int64, device=boxes.device)
+    best_prior = best_prior.scatter_reduce(0, g[tie], prior[tie], "amin")
     best_prior = torch.where(top[:, 0] > 0, best_prior, 0)
 
     # 2) pairs that can reach the threshold: IoU >= t  <=>  inter >= t / (1 + t) * (area_g + area_p)
     if iou_threshold > 0:
         need = iou_threshold / (1.0 + iou_threshold) * keep_lo * area_sum
-    else:
+    else:  # every pair qualifies
         need = torch.full_like(area_sum, -1.0)
     rows_m = iy >= (need / mx).index_select(1, grid.row_group)  # iy * mx >= need; mx == 0 gives inf: none
     cols_m = ix >= (need / my).index_select(1, grid.col_group)

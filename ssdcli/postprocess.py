@@ -63,7 +63,9 @@ def candidate_mask(scores: torch.Tensor, score_threshold: float, pre_nms_top_k: 
     return keep
 
 
-def image_nms(boxes: torch.Tensor, scores: torch.Tensor, classes: torch.Tensor, iou_threshold: float, top_k: int) -> torch.Tensor:
+def image_nms(
+    boxes: torch.Tensor, scores: torch.Tensor, classes: torch.Tensor, iou_threshold: float, top_k: int
+) -> torch.Tensor:
     """Class-aware NMS of one image's candidates (``[K,4]``, ``[K]``, ``[K]``): indices of the ``top_k`` best kept.
 
     Exact shortcut: whether a box survives depends only on higher-scoring boxes of its class, so when NMS over

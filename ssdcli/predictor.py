@@ -34,18 +34,28 @@ class InferenceBackend(Protocol):
 
 
 class TorchBackend:
-    def __init__(self, model: DetectorModel, device: torch.device, half: bool = False) -> None:
+    """A :class:`DetectorModel` as an :class:`InferenceBackend`.
+
+    ``half``: fp16 weights and inputs on CUDA (ignored elsewhere). ``flip_test``: models with a
+    ``forward_flip_test(images)`` hook (CenterNet) run it instead of ``forward``: one pass over the batch and its
+    mirror image, merged into outputs of ``forward``'s format; ignored for models without it (``self.flip_test``
+    says whether it is used).
+    """
+
+    def __init__(self, model: DetectorModel, device: torch.device, half: bool = False, flip_test: bool = False) -> None:
         self.model = model.to(device).eval()
         self.config = model.config
         self.device = device
         self.half = half and device.type == "cuda"
+        self.flip_test = bool(flip_test) and callable(getattr(model, "forward_flip_test", None))
         if self.half:
             self.model.half()
 
     @torch.inference_mode()
     def detect(self, batch: torch.Tensor, postprocess: PostprocessConfig) -> list[Detections]:
         batch = batch.to(self.device, non_blocking=True)
-        outputs = self.model(batch.half() if self.half else batch)
+        batch = batch.half() if self.half else batch
+        outputs = self.model.forward_flip_test(batch) if self.flip_test else self.model(batch)
         return self.model.decode(tuple(o.float() for o in outputs), postprocess)
 
 
@@ -99,31 +109,50 @@ class Detector:
         device: str | torch.device = "auto",
         postprocess: PostprocessConfig | None = None,
         half: bool = False,
+        flip_test: bool = False,
     ) -> "Detector":
-        """Open a native ``.pth`` checkpoint, or an exported ``.onnx`` model (run through ONNX Runtime)."""
+        """Open a native ``.pth`` checkpoint, or an exported ``.onnx`` model (run through ONNX Runtime).
+
+        ``half`` / ``flip_test``: see :class:`TorchBackend` (checkpoints only; an ONNX model runs its graph as is).
+        """
         dev = device if isinstance(device, torch.device) else resolve_device(device)
         if Path(path).suffix.lower() == ".onnx":
             from ssdcli.deploy.runners import OnnxBackend
 
             return cls(OnnxBackend(path, dev), postprocess)
-        return cls(TorchBackend(load_model(path, "cpu"), dev, half=half), postprocess)
+        return cls(TorchBackend(load_model(path, "cpu"), dev, half=half, flip_test=flip_test), postprocess)
 
     @property
     def class_names(self) -> list[str]:
         return self.config.class_names
 
+    def resize_batch(self, images: Sequence[torch.Tensor]) -> torch.Tensor:
+        """RGB uint8 images ``[3,H,W]`` -> uint8 ``[N,3,S,S]`` warped to the model input (:func:`resize_square`)."""
+        size = self.config.image_size
+        return torch.stack([resize_square(im, size) for im in images])
+
     def prepare(self, images: Sequence[torch.Tensor]) -> torch.Tensor:
         """RGB uint8 images -> normalised network batch (resize to the model input, then normalise)."""
+        return self.config.preprocess.normalize(self.resize_batch(images))
+
+    def detect_resized(self, images_uint8: torch.Tensor, sizes: Sequence[tuple[int, int]]) -> list[Prediction]:
+        """Detect on images already warped to the model input; boxes are mapped back to the original sizes.
+
+        ``images_uint8``: RGB uint8 ``[N,3,S,S]``, each original warped with :func:`resize_square` to
+        ``S = config.image_size`` (e.g. in DataLoader workers). ``sizes``: ``(width, height)`` of each original.
+        Returns one :class:`Prediction` per image (VOC pixel boxes of the original image).
+        """
         size = self.config.image_size
-        batch = torch.stack([resize_square(im, size) for im in images])
-        return self.config.preprocess.normalize(batch)
+        if images_uint8.dim() != 4 or tuple(images_uint8.shape[1:]) != (3, size, size):
+            raise ValueError(f"detect_resized: expected a [N,3,{size},{size}] batch, got {list(images_uint8.shape)}")
+        if len(sizes) != images_uint8.shape[0]:
+            raise ValueError(f"detect_resized: {images_uint8.shape[0]} images but {len(sizes)} sizes")
+        dets = self.backend.detect(self.config.preprocess.normalize(images_uint8), self.postprocess)
+        return [detections_to_prediction(d, int(w), int(h), self.class_names) for d, (w, h) in zip(dets, sizes)]
 
     def predict_tensors(self, images: Sequence[torch.Tensor]) -> list[Prediction]:
-        dets = self.backend.detect(self.prepare(images), self.postprocess)
-        return [
-            detections_to_prediction(d, int(im.shape[2]), int(im.shape[1]), self.class_names)
-            for d, im in zip(dets, images)
-        ]
+        """RGB uint8 images ``[3,H,W]`` (any sizes) -> one :class:`Prediction` each, in original-image pixels."""
+        return self.detect_resized(self.resize_batch(images), [(int(im.shape[2]), int(im.shape[1])) for im in images])
 
     def predict(self, images: object, batch_size: int = 8) -> list[Prediction]:
         """Detect objects in one image or a list of images (paths, PIL images, HWC arrays, CHW uint8 tensors)."""

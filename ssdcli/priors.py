@@ -20,7 +20,8 @@ class PriorSpec:
     max_sizes: tuple[float, ...]  # pixels
     aspect_ratios: tuple[tuple[float, ...], ...]
     steps: tuple[float, ...] | None = None  # pixels per cell; default image_size / feature_map
-    clip: bool = True
+    clip: bool = True  # clamp priors to [0, 1]
+    clip_centers: bool = True  # with clip: clamp centres too (classic ports) or only w/h (torchvision)
     variances: tuple[float, float] = (0.1, 0.2)
 
     def priors_per_location(self) -> list[int]:
@@ -44,6 +45,7 @@ class PriorSpec:
             aspect_ratios=tuple(tuple(float(a) for a in ars) for ars in d["aspect_ratios"]),
             steps=None if d.get("steps") is None else tuple(float(x) for x in d["steps"]),
             clip=bool(d.get("clip", True)),
+            clip_centers=bool(d.get("clip_centers", True)),
             variances=tuple(float(x) for x in d.get("variances", (0.1, 0.2))),  # type: ignore[arg-type]
         )
 
@@ -68,8 +70,10 @@ def generate_priors(spec: PriorSpec) -> torch.Tensor:
         boxes = torch.cat((centers[:, None, :].expand(n_loc, n_shape, 2), wh[None].expand(n_loc, n_shape, 2)), dim=-1)
         chunks.append(boxes.reshape(-1, 4))
     priors = torch.cat(chunks).float()
-    if spec.clip:
+    if spec.clip and spec.clip_centers:
         priors.clamp_(min=0.0, max=1.0)
+    elif spec.clip:
+        priors[:, 2:].clamp_(min=0.0, max=1.0)
     return priors
 
 
@@ -106,7 +110,31 @@ def _linear_scales_spec(image_size: int, feature_maps: tuple[int, ...], s_min: f
     )
 
 
-SSDLITE320 = _linear_scales_spec(320, (20, 10, 5, 3, 2, 1), 0.2, 0.95)
+def _halvings(size: int, times: int) -> int:
+    for _ in range(times):  # 3x3 stride-2 convs with padding 1: ceil(size / 2) each
+        size = -(-size // 2)
+    return size
+
+
+def ssdlite_prior_spec(image_size: int = 320) -> PriorSpec:
+    """SSDLite priors for any input size: sources at strides 16 and 32, then four stride-2 extra levels."""
+    f16 = _halvings(image_size, 4)
+    return _linear_scales_spec(image_size, tuple(_halvings(f16, k) for k in range(6)), 0.2, 0.95)
+
+
+def mini_prior_spec(image_size: int = 128) -> PriorSpec:
+    """``ssd-mini`` priors: sources from stride 8 down to 1x1, scales 0.1..0.9, aspect ratios {1, 2, 1/2}."""
+    fms = [_halvings(image_size, 3)]
+    while fms[-1] > 1:
+        fms.append(_halvings(fms[-1], 1))
+    spec = _linear_scales_spec(image_size, tuple(fms), 0.1, 0.9)
+    return PriorSpec(**{**spec.__dict__, "aspect_ratios": tuple((2.0,) for _ in fms)})
+
+
+SSDLITE320 = ssdlite_prior_spec(320)
+SSD_MINI128 = mini_prior_spec(128)
+# Architectures whose priors follow the input size (``--img-size``).
+SIZED_PRIOR_SPECS = {"ssdlite320": ssdlite_prior_spec, "ssd-mini": mini_prior_spec}
 
 PRIOR_SPECS: dict[str, PriorSpec] = {
     "ssd300": SSD300_VOC,
@@ -114,6 +142,7 @@ PRIOR_SPECS: dict[str, PriorSpec] = {
     "ssd512": SSD512_VOC,
     "ssd512-bn": SSD512_VOC,
     "ssdlite320": SSDLITE320,
+    "ssd-mini": SSD_MINI128,
 }
 
 

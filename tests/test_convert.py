@@ -262,7 +262,7 @@ def test_torchvision_conversion_reproduces_head_outputs_and_detections(tv_ssd) -
     # priors vs torchvision's DefaultBoxGenerator, same order (pixels, xyxy)
     ours_xyxy = cxcywh_to_xyxy(model.priors) * 300
     centres = (anchors[0][:, :2] + anchors[0][:, 2:]) / 2 / 300
-    inside = (centres <= 1.0).all(dim=1)  # torchvision puts 114 centres at 1.0133 (see the xfail test below)
+    inside = (centres <= 1.0).all(dim=1)  # torchvision puts 114 centres at 1.0133 (see the exact-priors test below)
     assert int((~inside).sum()) == 114
     assert (ours_xyxy[inside] - anchors[0][inside]).abs().max() < 1e-3
     # final detections: torchvision's postprocess vs our decode + selection on its anchors (its boxes are
@@ -280,11 +280,6 @@ def test_torchvision_conversion_reproduces_head_outputs_and_detections(tv_ssd) -
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(
-    not torchvision_ssd.SUPPORTS_UNCLIPPED_CENTERS,
-    reason="ssdcli.priors clamps prior centres: needs PriorSpec.clip_centers for torchvision's 114 edge priors",
-    strict=True,
-)
 def test_torchvision_priors_exact_including_edge_centres(tv_ssd) -> None:
     tv, _, out = tv_ssd
     model = load_model(out)

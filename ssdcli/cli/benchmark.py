@@ -34,19 +34,33 @@ def _f(value: float | None, fmt: str | None = None) -> str:
 
 
 def command(
-    weights: Annotated[str, typer.Option("--weights", "-w", help="Native checkpoint (.pth) or exported model (.onnx).")],
+    weights: Annotated[
+        str, typer.Option("--weights", "-w", help="Native checkpoint (.pth) or exported model (.onnx).")
+    ],
     batch: Annotated[str, typer.Option("--batch", help="Comma-separated batch sizes.")] = "1,8,32",
-    engines: Annotated[str, typer.Option("--engines", help="Comma-separated: torch, compile, onnx, tensorrt.")] = "torch,compile,onnx,tensorrt",
+    engines: Annotated[
+        str, typer.Option("--engines", help="Comma-separated: torch, compile, onnx, tensorrt.")
+    ] = "torch,compile,onnx,tensorrt",
     device: DeviceOption = "auto",
     half: Annotated[bool, typer.Option("--half", help="float16 (CUDA only).")] = False,
     iters: Annotated[int, typer.Option("--iters", help="Timed iterations per engine and batch size.")] = 10,
     warmup: Annotated[int, typer.Option("--warmup", help="Untimed iterations first.")] = 3,
-    json_path: Annotated[Optional[Path], typer.Option("--json", help="Write the full report (settings, versions, rows) as JSON.")] = None,
-    accuracy: Annotated[bool, typer.Option("--accuracy", help="Also measure VOC07 mAP@0.5 per engine (needs --data).")] = False,
-    data: Annotated[Optional[Path], typer.Option("--data", help="Prepared dataset for --accuracy (and its images for timing).")] = None,
+    json_path: Annotated[
+        Optional[Path], typer.Option("--json", help="Write the full report (settings, versions, rows) as JSON.")
+    ] = None,
+    accuracy: Annotated[
+        bool, typer.Option("--accuracy", help="Also measure VOC07 mAP@0.5 per engine (needs --data).")
+    ] = False,
+    data: Annotated[
+        Optional[Path], typer.Option("--data", help="Prepared dataset for --accuracy (and its images for timing).")
+    ] = None,
     split: Annotated[str, typer.Option(help="Split of --data.")] = "test",
-    images: Annotated[Optional[Path], typer.Option("--images", help="Image file or folder to time on (default: synthetic JPEGs).")] = None,
-    train: Annotated[bool, typer.Option("--train", help="Also measure training-step throughput at each batch size.")] = False,
+    images: Annotated[
+        Optional[Path], typer.Option("--images", help="Image file or folder to time on (default: synthetic JPEGs).")
+    ] = None,
+    train: Annotated[
+        bool, typer.Option("--train", help="Also measure training-step throughput at each batch size.")
+    ] = False,
 ) -> None:
     """Latency, throughput and where the time goes, per engine and batch size (plus FLOPs vs hardware peak)."""
     from ssdcli.deploy.benchmark import run_benchmark
@@ -57,11 +71,22 @@ def command(
     if data is not None and not accuracy:
         raise SsdError("--data: only used with --accuracy (time on your own pictures with --images DIR)")
     batches = _ints(batch, "--batch")
-    with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=console, transient=True) as bar:
+    with Progress(
+        SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=console, transient=True
+    ) as bar:
         task = bar.add_task("benchmark", total=None)
         report = run_benchmark(
-            weights, batches=batches, engines=engines.split(","), device=device, half=half, warmup=warmup, iters=iters,
-            accuracy_data=data, train=train, images=images, split=split,
+            weights,
+            batches=batches,
+            engines=engines.split(","),
+            device=device,
+            half=half,
+            warmup=warmup,
+            iters=iters,
+            accuracy_data=data,
+            train=train,
+            images=images,
+            split=split,
             progress=lambda m: bar.update(task, description=escape(m)),
         )
 
@@ -70,43 +95,65 @@ def command(
         f"[bold]{escape(model['arch'])}[/] {model['image_size']}px, {model['num_classes'] - 1} classes, "
         f"{model['parameters'] / 1e6:.1f} M parameters, {model['gflops_per_image']:.2f} GFLOPs/image | "
         f"[bold]{escape(env['device_name'])}[/] ({env['device']}), matmul peak {peak['gflops']:.0f} GFLOP/s "
-        f"({peak['dtype']}, n={peak['size']}) | torch {env['versions']['torch']}, onnxruntime {env['versions']['onnxruntime']}"
+        f"({peak['dtype']}, n={peak['size']}) | torch {env['versions']['torch']}, "
+        f"onnxruntime {env['versions']['onnxruntime']}"
     )
     show_map = any(r.map is not None for r in report.rows)
-    table = Table(
-        title="benchmark (ms per batch, medians)", box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True
+    table = Table(title="benchmark (ms per batch, medians)", box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True)
+    cols = ["engine", "batch", "p50", "p90", "img/s", "pre", "forward", "post", "vs peak", "e2e/fwd"] + (
+        ["mAP"] if show_map else []
     )
-    cols = ["engine", "batch", "p50", "p90", "img/s", "pre", "forward", "post", "vs peak", "e2e/fwd"] + (["mAP"] if show_map else [])
     for col in cols:
-        table.add_column(col, justify="left" if col == "engine" else "right", no_wrap=True, min_width=max(len(col), 5 if col != "engine" else 8))
+        table.add_column(
+            col,
+            justify="left" if col == "engine" else "right",
+            no_wrap=True,
+            min_width=max(len(col), 5 if col != "engine" else 8),
+        )
     skipped = []
     for r in report.rows:
         if not r.ok:
             skipped.append(r)
-            table.add_row(r.engine, "-" if r.batch is None else str(r.batch), "[yellow]skipped[/]", *[""] * (len(cols) - 3))
+            table.add_row(
+                r.engine, "-" if r.batch is None else str(r.batch), "[yellow]skipped[/]", *[""] * (len(cols) - 3)
+            )
             continue
-        cells = [r.engine, str(r.batch), _f(r.latency_p50_ms), _f(r.latency_p90_ms), _f(r.throughput), _f(r.pre_ms),
-                 _f(r.forward_ms), _f(r.post_ms), f"{_f(r.peak_ratio)}x", _f(r.e2e_over_forward, ".2f")]
+        cells = [
+            r.engine,
+            str(r.batch),
+            _f(r.latency_p50_ms),
+            _f(r.latency_p90_ms),
+            _f(r.throughput),
+            _f(r.pre_ms),
+            _f(r.forward_ms),
+            _f(r.post_ms),
+            f"{_f(r.peak_ratio)}x",
+            _f(r.e2e_over_forward, ".2f"),
+        ]
         table.add_row(*cells, *([_f(None if r.map is None else 100 * r.map, ".2f")] if show_map else []))
     console.print(table)
     for r in skipped:
-        console.print(f"[yellow]{escape(r.engine)}{'' if r.batch is None else f' (batch {r.batch})'} skipped:[/] {escape(r.reason)}")
+        where = "" if r.batch is None else f" (batch {r.batch})"
+        console.print(f"[yellow]{escape(r.engine)}{where} skipped:[/] {escape(r.reason)}")
     if report.train:
-        tt = Table(title="training step (random data, SGD)")
+        tt = Table(title="training step (random data, SGD)", box=box.SIMPLE_HEAD, pad_edge=False)
         for col in ("batch", "step ms", "img/s"):
-            tt.add_column(col, justify="right")
+            tt.add_column(col, justify="right", min_width=7)
+        for t in report.train:
+            tt.add_row(
+                str(t.batch), *((_f(t.step_ms), _f(t.images_per_s)) if t.status == "ok" else ("[yellow]skipped[/]", ""))
+            )
+        console.print(tt)
         for t in report.train:
             if t.status != "ok":
-                tt.add_row(str(t.batch), f"[yellow]skipped: {escape(t.reason)}[/]", "")
-            else:
-                tt.add_row(str(t.batch), _f(t.step_ms), _f(t.images_per_s))
-        console.print(tt)
-    console.print("[dim]p50/p90: image files in, pixel boxes out; pre: decode + resize + normalise; post: decode + NMS "
-                  "+ boxes to pixels (in the graph for onnx/tensorrt: part of forward); vs peak: forward time / time of "
-                  "the model FLOPs at the measured matmul peak (1x = hardware limit); e2e/fwd: p50 / forward[/]")
+                console.print(f"[yellow]training, batch {t.batch} skipped:[/] {escape(t.reason)}")
+    console.print(
+        "[dim]p50/p90: image files in, pixel boxes out; pre: decode + resize + normalise; post: decode + NMS "
+        "+ boxes to pixels (in the graph for onnx/tensorrt: part of forward); vs peak: forward time / time of "
+        "the model FLOPs at the measured matmul peak (1x = hardware limit); e2e/fwd: p50 / forward[/]"
+    )
     for note in report.notes:
         console.print(f"[dim]note: {escape(note)}[/]")
     if json_path is not None:
         atomic_write_text(json_path, json.dumps(report.to_dict(), indent=2))
         console.print(f"report written to {escape(str(json_path))}")
-

@@ -11,6 +11,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from ssdcli.cli.console import console
+from ssdcli.data.class_names import read_class_file
 from ssdcli.data.prepare import PrepareFailure, PrepareReport, prepare_voc
 from ssdcli.errors import SsdError
 
@@ -61,7 +62,7 @@ def command(
         raise SsdError("--classes and --classes-file: give only one")
     class_spec: list[str] | str | None = classes
     if classes_file is not None:
-        class_spec = read_classes_file(classes_file)
+        class_spec = read_class_file(classes_file, "--classes-file")
     if out is None:
         out = Path("prepared") / (root.resolve().name or "dataset")
     with Progress(
@@ -78,18 +79,6 @@ def command(
             print_report(e.report)
             raise
     print_report(report)
-
-
-def read_classes_file(path: Path) -> list[str]:
-    """One class name per line; blank lines and lines starting with '#' are ignored."""
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except (OSError, UnicodeError) as e:
-        raise SsdError(f"{path}: cannot read class list ({getattr(e, 'strerror', None) or e})") from None
-    names = [line.strip() for line in lines if line.strip() and not line.strip().startswith("#")]
-    if not names:
-        raise SsdError(f"{path}: empty class list")
-    return names
 
 
 def print_report(report: PrepareReport) -> None:

@@ -39,7 +39,7 @@ def command(
     schedule: Annotated[str, typer.Option(help="step (x0.1 at 2/3 and 5/6 of the run) or cosine.")] = "step",
     warmup_iters: Annotated[Optional[int], typer.Option(help="Linear warm-up length (default min(500, 5% of run)).")] = None,
     img_size: Annotated[Optional[int], typer.Option(help="Input size (default: the architecture's).")] = None,
-    workers: Annotated[int, typer.Option(help="DataLoader worker processes.")] = 4,
+    workers: Annotated[Optional[int], typer.Option(help="DataLoader worker processes (default: 1 on CPU, min(8, CPUs) on CUDA).")] = None,
     seed: Annotated[int, typer.Option()] = 0,
     amp: Annotated[Optional[bool], typer.Option("--amp/--no-amp", help="Mixed precision (default on for CUDA).")] = None,
     channels_last: Annotated[bool, typer.Option("--channels-last")] = False,

@@ -5,11 +5,9 @@ All lists are foreground names (background excluded), index ``i`` naming class `
 
 from __future__ import annotations
 
-from pathlib import Path
-
+from ssdcli.data.class_names import read_class_file
+from ssdcli.data.voc import VOC_CLASSES  # one list for the whole project
 from ssdcli.errors import SsdError
-
-from ssdcli.data.voc import VOC_CLASSES  # noqa: E402  (one list for the whole project)
 
 
 def coco_category_slots() -> list[str]:
@@ -26,25 +24,6 @@ def coco_category_slots() -> list[str]:
 def coco80_classes() -> list[str]:
     """The 80 COCO object categories in category-id order (the contiguous 80-class labelling)."""
     return [c for c in coco_category_slots() if not c.startswith("N/A-")]
-
-
-def read_class_file(path: str | Path) -> list[str]:
-    """One class name per line; blank lines and ``#`` comments are skipped."""
-    p = Path(path)
-    try:
-        text = p.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as e:
-        raise SsdError(f"--classes {path}: cannot read the class names file ({e.__class__.__name__})") from None
-    names = [line.strip() for line in text.splitlines()]
-    names = [n for n in names if n and not n.startswith("#")]
-    if not names:
-        raise SsdError(f"--classes {path}: no class names in the file (one name per line)")
-    dup = sorted({n for n in names if names.count(n) > 1})
-    if dup:
-        raise SsdError(f"--classes {path}: duplicate class names: {', '.join(dup[:5])}")
-    if names[0].lower() in ("background", "__background__"):
-        names = names[1:]
-    return names
 
 
 def builtin_classes(name: str, num_classes: int) -> list[str] | None:
@@ -72,7 +51,7 @@ def resolve_class_names(spec: str | None, num_classes: int, default: str | None,
     names = builtin_classes(spec, num_classes)
     label = f"--classes {spec}"
     if names is None:
-        names = read_class_file(spec)
+        names = read_class_file(spec, "--classes", drop_leading_background=True)
     if len(names) != num_classes - 1:
         raise SsdError(
             f"{source}: class-count mismatch: the model predicts {num_classes} classes (background included) "

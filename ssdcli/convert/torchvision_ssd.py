@@ -47,15 +47,13 @@ _SPEC_ARGS = dict(
     clip=True,
 )
 # torchvision clips only the widths/heights to [0, 1]; centres of the 10x10 map's last row/column lie at
-# 9.5 / 9.375 = 1.0133. PriorSpec expresses that with ``clip_centers=False`` once ssdcli.priors supports it;
-# until then those 114 priors get centres clamped to 1.0 (4 px at 300 px) and the conversion says so.
-SUPPORTS_UNCLIPPED_CENTERS = "clip_centers" in PriorSpec.__dataclass_fields__
-TORCHVISION_SSD300_PRIORS = PriorSpec(**_SPEC_ARGS, **({"clip_centers": False} if SUPPORTS_UNCLIPPED_CENTERS else {}))
+# 9.5 / 9.375 = 1.0133, which ``clip_centers=False`` keeps (the classic ports clamp them to 1.0).
+TORCHVISION_SSD300_PRIORS = PriorSpec(**_SPEC_ARGS, clip_centers=False)
 
 
 def torchvision_prior_dict() -> dict:
-    """The prior spec as stored in ``config.extra["prior_spec"]`` (always records ``clip_centers: False``)."""
-    return {**TORCHVISION_SSD300_PRIORS.to_dict(), "clip_centers": False}
+    """The prior spec as stored in ``config.extra["prior_spec"]``."""
+    return TORCHVISION_SSD300_PRIORS.to_dict()
 
 
 TORCHVISION_SSD_PREPROCESS = Preprocess(
@@ -153,9 +151,4 @@ def convert_torchvision_ssd(
         f"priors: torchvision DefaultBoxGenerator (scales {', '.join(f'{s:g}' for s in TORCHVISION_SCALES)}), "
         f"{spec.num_priors()} priors in its order",
     ]
-    if not SUPPORTS_UNCLIPPED_CENTERS:
-        notes.append(
-            "deviation: 114 priors whose centres torchvision places just beyond the image edge (x or y = 1.0133) "
-            "are clamped to 1.0 here (ssdcli.priors clamps centres); their boxes can shift by up to 4 px"
-        )
     return model.eval(), notes

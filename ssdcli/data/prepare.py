@@ -1,20 +1,8 @@
 """``prepare-voc`` as a library call: VOC-format data -> validated prepared folder (:mod:`ssdcli.data.records`).
 
-ROOT is either a ``VOCdevkit`` folder (``VOC2007/``, ``VOC2012/``... inside; a folder holding ``VOCdevkit/`` works
-too) or one VOC-style folder (``Annotations/``, ``JPEGImages/``, ``ImageSets/Main/*.txt``).
-
-Splits written (``<split>.jsonl``):
-
-* VOCdevkit: ``train`` = ``2007/trainval`` + ``2012/trainval`` (those that exist; every year's trainval when
-  neither does), ``test`` = ``2007/test`` when it exists. ``train_sets`` / ``test_sets`` override with
-  ``"2007/trainval,2012/trainval"`` (``VOC2007/trainval`` works too; ``"none"`` for no such split).
-* Single folder, from ``ImageSets/Main``: ``train`` = ``trainval.txt``, else ``train.txt``; ``test`` =
-  ``test.txt``, else ``val.txt`` (when ``train.txt`` was the train split); ``val`` = ``val.txt`` when
-  ``train.txt``, ``val.txt`` and ``test.txt`` all exist and there is no ``trainval.txt``. When none of
-  these exist, every other ``<name>.txt`` (e.g. CVAT's ``default.txt``) forms ``train``. Override with
-  ``train_sets="train,val"`` etc.
-
-Boxes are VOC pixel numbers clipped to ``[1, W] x [1, H]`` (see :mod:`ssdcli.boxes`); labels are 1-based.
+Dataset layouts (``VOCdevkit`` or one VOC folder) and the splits written (``<split>.jsonl``): see
+:mod:`ssdcli.data.voc_layout`. Boxes are VOC pixel numbers clipped to ``[1, W] x [1, H]`` (see
+:mod:`ssdcli.boxes`); labels are 1-based.
 """
 
 from __future__ import annotations
@@ -23,7 +11,6 @@ import dataclasses
 import json
 import multiprocessing
 import os
-import re
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -33,14 +20,15 @@ from pathlib import Path
 
 import numpy as np
 
+from ssdcli.data.class_names import validate_class_names
 from ssdcli.data.records import FORMAT_NAME, MANIFEST_NAME, ImageRecord, write_split
 from ssdcli.data.voc import PROBLEM_KINDS, VOC_CLASSES, VocAnnotation, VocObject, parse_voc_item
+from ssdcli.data.voc_layout import Key, collect_items, resolve_layout
 from ssdcli.errors import SsdError
 
 _EXAMPLES = 5
 _SERIAL_BELOW = 1500  # fewer items than this are parsed in-process (pool start-up would cost more)
 _CHUNK = 400
-_IMAGE_EXT_ORDER = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 
 
 @dataclass
@@ -111,17 +99,6 @@ class StrictFailure(PrepareFailure):
     """Raised by ``prepare_voc(strict=True)`` when problems of severity "warning" were found."""
 
 
-@dataclass(frozen=True)
-class _Set:
-    folder: Path  # a VOC folder holding Annotations/, JPEGImages/, ImageSets/Main/
-    name: str  # split file stem in ImageSets/Main
-    label: str  # how it is shown: "2007/trainval" or "trainval"
-
-    @property
-    def file(self) -> Path:
-        return self.folder / "ImageSets" / "Main" / f"{self.name}.txt"
-
-
 class _Tally:
     """Problems counted by kind, with the first few examples of each."""
 
@@ -140,9 +117,6 @@ class _Tally:
         return dict(sorted(self.stats.items(), key=lambda kv: (kv[1].severity != "warning", -kv[1].count)))
 
 
-Key = tuple[str, str]  # (VOC folder, image id)
-
-
 def prepare_voc(
     root: str | os.PathLike,
     out: str | os.PathLike | None,
@@ -158,7 +132,7 @@ def prepare_voc(
     """Validate a VOC-format dataset and write ``out/manifest.json`` + ``out/<split>.jsonl``.
 
     ``classes``: None = the 20 VOC classes, a list (or ``"a,b,c"``), or ``"auto"`` (sorted names found).
-    ``train_sets`` / ``test_sets``: see the module docstring. ``workers``: parsing processes (default: CPU
+    ``train_sets`` / ``test_sets``: see :mod:`ssdcli.data.voc_layout`. ``workers``: parsing processes (default: CPU
     count; small datasets are parsed in-process). ``progress``: an optional started ``rich.progress.Progress``
     (a task is added to it); None is silent. ``out=None`` only validates. Raises :class:`SsdError` for unusable
     input, :class:`PrepareFailure` when no image is usable and :class:`StrictFailure` when ``strict`` and
@@ -170,10 +144,11 @@ def prepare_voc(
         raise SsdError(f"{root}: {'not a folder' if root.exists() else 'dataset folder not found'}")
     root = root.resolve()
     class_list = _normalise_classes(classes)
-    image_root, layout, split_sets = _resolve_layout(root, train_sets, test_sets)
+    image_root, layout, split_sets = resolve_layout(root, train_sets, test_sets)
     tally = _Tally(root)
-    split_items, tasks, missing = _collect_items(split_sets, tally)
-    parsed = {**_parse_all(tasks, verify_images, workers, progress), **missing}
+    split_items, tasks, missing = collect_items(split_sets, lambda f, image_id: tally.add("duplicate_id", f, image_id))
+    no_xml = {k: VocAnnotation(k[1], xml).fail("missing_annotation", xml, "no such file") for k, xml in missing.items()}
+    parsed = {**_parse_all(tasks, verify_images, workers, progress), **no_xml}
     for ann in parsed.values():
         for problem in ann.problems:
             tally.add(*problem)
@@ -212,37 +187,6 @@ def prepare_voc(
         report.written = True
         report.elapsed_s = time.perf_counter() - start
     return report
-
-
-def _collect_items(split_sets: dict[str, list[_Set]], tally: _Tally):
-    """-> (split -> ordered keys, key -> parse task (id, xml, image or None, image dir), key -> missing-XML result)."""
-    split_items: dict[str, list[Key]] = {}
-    tasks: dict[Key, tuple[str, str, str | None, str]] = {}
-    missing: dict[Key, VocAnnotation] = {}
-    listings: dict[Path, tuple[set[str], dict[str, str]]] = {}
-    for split, sets in split_sets.items():
-        items = split_items.setdefault(split, [])
-        seen: set[Key] = set()
-        for s in sets:
-            if s.folder not in listings:
-                listings[s.folder] = _list_folder(s.folder)
-            xml_names, images = listings[s.folder]
-            folder, ann_dir, image_dir = str(s.folder), str(s.folder / "Annotations"), str(s.folder / "JPEGImages")
-            for image_id in _read_ids(s.file):
-                key = (folder, image_id)
-                if key in seen:
-                    tally.add("duplicate_id", str(s.file), image_id)
-                    continue
-                seen.add(key)
-                items.append(key)
-                xml = os.path.join(ann_dir, image_id + ".xml")
-                if image_id + ".xml" in xml_names:
-                    tasks[key] = (image_id, xml, images.get(image_id), image_dir)
-                elif key not in missing:
-                    missing[key] = VocAnnotation(image_id, xml).fail("missing_annotation", xml, "no such file")
-    if not tasks and not missing:
-        raise SsdError(f"{', '.join(str(s.file) for v in split_sets.values() for s in v)}: no image ids listed")
-    return split_items, tasks, missing
 
 
 def _make_records(parsed: dict[Key, VocAnnotation], classes: list[str], tally: _Tally,
@@ -293,121 +237,7 @@ def _normalise_classes(classes: list[str] | str | None) -> list[str] | None:
         if classes.strip().lower() == "auto":
             return None
         classes = classes.split(",")
-    names = [str(c).strip() for c in classes]
-    names = [c for c in names if c]
-    if not names:
-        raise SsdError("--classes: empty class list")
-    dup = sorted({c for c in names if names.count(c) > 1})
-    if dup:
-        raise SsdError(f"--classes: duplicate class name(s) {', '.join(dup)}")
-    bg = [c for c in names if c.lower().strip("_") == "background"]
-    if bg:
-        raise SsdError(f"--classes: '{bg[0]}' is implicit (label 0); list only the object classes")
-    return names
-
-
-def _resolve_layout(root: Path, train_sets, test_sets) -> tuple[Path, str, dict[str, list[_Set]]]:
-    """-> (image root, "devkit" or "folder", split name -> sets). Raises SsdError for folders that are not VOC."""
-    if not (root / "Annotations").is_dir() and (root / "VOCdevkit").is_dir():
-        root = root / "VOCdevkit"
-    if (root / "Annotations").is_dir():
-        layout, years, defaults = "folder", None, _folder_defaults(root)
-    else:
-        layout = "devkit"
-        years = {p.name[3:]: p for p in sorted(root.iterdir())
-                 if re.fullmatch(r"VOC\d{4}", p.name) and (p / "Annotations").is_dir()}  # fmt: skip
-        if not years:
-            raise SsdError(f"{root}: no Annotations/ folder (and no VOC20xx/ folders): not a VOC dataset")
-        has = lambda y, n: (years[y] / "ImageSets" / "Main" / f"{n}.txt").is_file()  # noqa: E731
-        tv = [y for y in ("2007", "2012") if y in years and has(y, "trainval")]
-        tv = tv or [y for y in years if has(y, "trainval")]
-        defaults = {"train": [_Set(years[y], "trainval", f"{y}/trainval") for y in tv]}
-        if "2007" in years and has("2007", "test"):
-            defaults["test"] = [_Set(years["2007"], "test", "2007/test")]
-    result = dict(defaults)
-    for split, spec, option in (("train", train_sets, "--train-sets"), ("test", test_sets, "--test-sets")):
-        if spec is not None:
-            result[split] = _parse_sets(spec, option, root, years)
-    result = {k: v for k, v in result.items() if v}
-    if not result:
-        raise SsdError(f"{root}: no split files (ImageSets/Main/trainval.txt, test.txt...) to read image ids from")
-    for s in {s.folder for v in result.values() for s in v}:
-        if not (s / "JPEGImages").is_dir():
-            raise SsdError(f"{s}: no JPEGImages/ folder")
-    return root, layout, result
-
-
-def _folder_defaults(folder: Path) -> dict[str, list[_Set]]:
-    main = folder / "ImageSets" / "Main"
-    have = {p.stem for p in main.glob("*.txt")} if main.is_dir() else set()
-    mk = lambda n: [_Set(folder, n, n)]  # noqa: E731
-    if "trainval" in have:
-        return {"train": mk("trainval"), **({"test": mk("test")} if "test" in have else {})}
-    if "train" in have:
-        out = {"train": mk("train")}
-        if "test" in have:
-            out["test"] = mk("test")
-            if "val" in have:
-                out["val"] = mk("val")
-        elif "val" in have:
-            out["test"] = mk("val")
-        return out
-    if "test" in have:
-        return {"test": mk("test")}
-    other = sorted(n for n in have if "_" not in n)
-    return {"train": [_Set(folder, n, n) for n in other]} if other else {}
-
-
-def _parse_sets(spec, option: str, root: Path, years: dict[str, Path] | None) -> list[_Set] | None:
-    if spec is None:
-        return None
-    parts = spec.split(",") if isinstance(spec, str) else list(spec)
-    parts = [p.strip() for p in parts if p.strip()]
-    if parts == ["none"] or not parts:
-        return []
-    out = []
-    for p in parts:
-        if years is None:
-            s = _Set(root, p, p)
-        else:
-            m = re.fullmatch(r"(?:VOC)?(\d{4})/(\w+)", p)
-            if not m:
-                raise SsdError(f"{option}: '{p}' should look like 2007/trainval")
-            if m.group(1) not in years:
-                raise SsdError(f"{option}: '{p}': no VOC{m.group(1)}/ folder with Annotations in {root}")
-            s = _Set(years[m.group(1)], m.group(2), f"{m.group(1)}/{m.group(2)}")
-        if not s.file.is_file():
-            raise SsdError(f"{option}: '{p}': {s.file} not found")
-        out.append(s)
-    return out
-
-
-def _list_folder(folder: Path) -> tuple[set[str], dict[str, str]]:
-    """-> (annotation file names, image stem -> image path) with one directory scan each."""
-    with os.scandir(folder / "Annotations") as it:
-        xml_names = {e.name for e in it if e.name.endswith(".xml")}
-    rank = {ext: i for i, ext in enumerate(_IMAGE_EXT_ORDER)}
-    images: dict[str, tuple[int, str]] = {}
-    with os.scandir(folder / "JPEGImages") as it:
-        for e in it:
-            stem, ext = os.path.splitext(e.name)
-            r = rank.get(ext.lower())
-            if r is not None and (stem not in images or r < images[stem][0]):
-                images[stem] = (r, e.path)
-    return xml_names, {k: v[1] for k, v in images.items()}
-
-
-def _read_ids(path: Path) -> list[str]:
-    try:
-        lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
-    except OSError as e:
-        raise SsdError(f"{path}: cannot read ({e.strerror or e})") from None
-    ids = []
-    for line in lines:
-        token = line.split()[0] if line.split() else ""
-        stem, ext = os.path.splitext(token)
-        ids.append(stem if ext.lower() in _IMAGE_EXT_ORDER + (".xml",) else token)
-    return [i for i in ids if i]
+    return validate_class_names(classes, "--classes")
 
 
 def _parse_chunk(chunk: list[tuple[str, str, str | None, str]], verify: bool) -> list[tuple]:

@@ -11,30 +11,20 @@ Thresholds (two on purpose):
   ``save_txt`` (``OUT/<name>.txt``, one ``label score xmin ymin xmax ymax`` line per box, VOC pixels, spaces in
   class names written as ``_``; an empty file for an image without boxes) and counted per class in the summary.
 
-Inputs: files (always tried), folders (``recursive``: subfolders too) and glob patterns; in folders and glob
-matches, files without an image extension and hidden files are ignored silently (counted in the summary).
-Unreadable image files (empty, truncated, not an image) are skipped with one warning each.
-
-Outputs never overwrite inputs: ``out`` equal to an input folder is refused, as is any output path that is an
-input file; ``out`` inside an input folder is not scanned by ``recursive``. Output names keep the input's
-relative path (files found in a folder: relative to that folder; files and glob matches: their name) and
-extension (else ``.jpg``); names that clash, ignoring the extension and case, get ``_2``, ``_3`` ...; inputs
-sharing a file stem use that output path without extension as ``image_id``. Inputs larger than
-``MAX_DRAW_SIDE`` are decoded reduced (JPEG draft mode) and drawn capped at that size under the same file name
-(no scale marker; the summary counts them); their boxes, like all boxes, are in original-image pixels.
+Inputs (files, folders, glob patterns) and output names: :mod:`ssdcli.engine.detect_inputs`; outputs never
+overwrite inputs, and ``out`` inside an input folder is not scanned by ``recursive``. Unreadable image files
+(empty, truncated, not an image) are skipped with one warning each. Inputs larger than ``MAX_DRAW_SIDE`` are
+decoded reduced (JPEG draft mode) and drawn capped at that size under the same file name (no scale marker; the
+summary counts them); their boxes, like all boxes, are in original-image pixels.
 """
 
 from __future__ import annotations
 
-import glob
-import os
-import tempfile
 import time
-from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -42,21 +32,19 @@ from PIL import Image, ImageOps
 
 from ssdcli.data.images import IMAGE_EXTENSIONS, pil_to_tensor, read_image, resize_square
 from ssdcli.detections_io import write_detections
+from ssdcli.engine.detect_inputs import DetectItem, check_outputs, collect_inputs, picture_path
 from ssdcli.errors import SsdError
 from ssdcli.io_utils import atomic_write, atomic_write_text
 from ssdcli.postprocess import PostprocessConfig
-from ssdcli.predictor import Detector, Prediction, detections_to_prediction
+from ssdcli.predictor import Detector, Prediction
 from ssdcli.visualize import MAX_DRAW_SIDE, draw_prediction
 
-_GLOB_CHARS = set("*?[")
+__all__ = [
+    "DetectItem", "DetectSummary", "LoadedImage", "collect_inputs", "detect_postprocess", "load_for_detect",
+    "picture_path", "run_detect",
+]
+
 _SWAPPED_ORIENTATIONS = {5, 6, 7, 8}  # EXIF orientations that transpose width and height
-
-
-@dataclass
-class DetectItem:
-    path: Path  # input file
-    rel: PurePosixPath  # unique output path relative to --out (input's extension)
-    image_id: str  # file stem, or rel without extension when the stem is shared by another input
 
 
 @dataclass
@@ -83,114 +71,6 @@ def detect_postprocess(score: float = 0.01, nms: float = 0.45, max_det: int = 10
     if not 0.0 < nms <= 1.0:
         raise SsdError(f"--nms {nms}: expected a value in (0, 1]")
     return PostprocessConfig(score_threshold=score, nms_threshold=nms, top_k=max(PostprocessConfig.top_k, max_det))
-
-
-def collect_inputs(
-    inputs: list[str], recursive: bool = False, exclude: Path | None = None
-) -> tuple[list[DetectItem], int, list[Path]]:
-    """Files, folders (``recursive``: with subfolders) and glob patterns -> (items, ignored count, folders).
-
-    Folders and glob matches keep files with an image extension (:data:`IMAGE_EXTENSIONS`, any case) that
-    are not hidden; files named explicitly are always tried. ``exclude``: a folder never scanned (``--out``).
-    """
-    found: list[tuple[Path, PurePosixPath]] = []
-    folders: list[Path] = []
-    ignored = 0
-    for spec in inputs:
-        p = Path(spec).expanduser()
-        if p.is_dir():
-            folders.append(p)
-            files, n_ignored = _scan_folder(p, recursive, exclude)
-            ignored += n_ignored
-            found += [(f, PurePosixPath(f.relative_to(p).as_posix())) for f in files]
-        elif p.is_file():
-            found.append((p, PurePosixPath(p.name)))
-        elif _GLOB_CHARS & set(spec) and (matches := sorted(glob.glob(os.path.expanduser(spec), recursive=recursive))):
-            files = [Path(m) for m in matches if Path(m).is_file()]
-            keep = [f for f in files if _is_image_name(f.name)]
-            ignored += len(files) - len(keep)
-            found += [(f, PurePosixPath(f.name)) for f in keep]
-        else:
-            raise SsdError(f"{spec}: no such file or folder, and no file matches it as a pattern")
-    seen: set[Path] = set()
-    unique = []
-    for path, rel in found:
-        key = path.resolve()
-        if key not in seen:
-            seen.add(key)
-            unique.append((path, rel))
-    return _name_outputs(unique), ignored, folders
-
-
-def _is_image_name(name: str) -> bool:
-    return not name.startswith(".") and Path(name).suffix.lower() in IMAGE_EXTENSIONS
-
-
-def _scan_folder(folder: Path, recursive: bool, exclude: Path | None) -> tuple[list[Path], int]:
-    files, ignored = [], 0
-    exclude = exclude.resolve() if exclude is not None else None
-    for root, dirs, names in os.walk(folder):
-        dirs[:] = sorted(d for d in dirs if not d.startswith(".")) if recursive else []
-        if exclude is not None and recursive:
-            dirs[:] = [d for d in dirs if (Path(root) / d).resolve() != exclude]
-        for name in sorted(names):
-            if _is_image_name(name):
-                files.append(Path(root) / name)
-            else:
-                ignored += 1
-    return files, ignored
-
-
-def _name_outputs(found: list[tuple[Path, PurePosixPath]]) -> list[DetectItem]:
-    """Unique output paths (extension and case ignored: pictures and .txt files never collide) and image ids."""
-    taken: set[str] = set()
-    items = []
-    for path, rel in found:
-        base, n = rel.with_suffix(""), 1
-        while (str(base) if n == 1 else f"{base}_{n}").lower() in taken:
-            n += 1
-        stem_path = base if n == 1 else base.with_name(f"{base.name}_{n}")
-        taken.add(str(stem_path).lower())
-        items.append(DetectItem(path, stem_path.with_suffix(rel.suffix), ""))
-    stems = Counter(it.path.stem for it in items)
-    for it in items:
-        it.image_id = it.path.stem if stems[it.path.stem] == 1 else str(it.rel.with_suffix(""))
-    return items
-
-
-def picture_path(out: Path, rel: PurePosixPath) -> Path:
-    """Where the picture of an input goes: its extension when Pillow can write it, else ``.jpg``."""
-    fmt = Image.registered_extensions().get(rel.suffix.lower())
-    suffix = rel.suffix if fmt in Image.SAVE and rel.suffix.lower() in IMAGE_EXTENSIONS else ".jpg"
-    return out / Path(*rel.with_suffix(suffix).parts)
-
-
-def _check_writable_dir(folder: Path, what: str) -> None:
-    if folder.exists() and not folder.is_dir():
-        raise SsdError(f"{what} {folder}: exists and is not a folder")
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        fd, probe = tempfile.mkstemp(prefix=".ssd-write-test-", dir=folder)
-        os.close(fd)
-        os.remove(probe)
-    except OSError as e:
-        raise SsdError(f"{what} {folder}: cannot write there ({e.strerror or e})") from None
-
-
-def _check_outputs(items: list[DetectItem], folders: list[Path], out: Path | None, json_path: Path | None) -> None:
-    inputs = {it.path.resolve() for it in items}
-    if out is not None:
-        out_res = out.resolve()
-        if any(out_res == f.resolve() for f in folders):
-            raise SsdError(f"--out {out}: is an input folder; pictures would overwrite the inputs (use e.g. --out vis)")
-        clash = next((it for it in items if picture_path(out, it.rel).resolve() in inputs), None)
-        if clash is not None:
-            raise SsdError(f"--out {out}: the picture of {clash.path} would overwrite that input; use another folder")
-        _check_writable_dir(out, "--out")
-    if json_path is not None:
-        if json_path.resolve() in inputs or json_path.is_dir():
-            raise SsdError(f"--json {json_path}: is an input file or a folder")
-        _check_writable_dir(json_path.parent, "--json")
 
 
 @dataclass
@@ -296,7 +176,7 @@ def run_detect(
         hint = "" if recursive else " (use --recursive to include subfolders)"
         exts = ", ".join(sorted(IMAGE_EXTENSIONS))
         raise SsdError(f"{' '.join(inputs)}: no image files found{hint}; extensions read: {exts}")
-    _check_outputs(items, folders, out, json_path)
+    check_outputs(items, folders, out, json_path)
     warn = warn or (lambda message: None)
     summary = DetectSummary(ignored=ignored, out=out, json_path=json_path)
     counts = np.zeros(len(names) + 1, dtype=np.int64)
@@ -320,12 +200,12 @@ def run_detect(
                     summary.skipped.append((str(item.path), x))
                     warn(f"skipped {x}")
             if ok:
-                dets = detector.backend.detect(detector.prepare([x.net for _, x in ok]), detector.postprocess)
+                nets, sizes = torch.stack([x.net for _, x in ok]), [(x.width, x.height) for _, x in ok]
+                preds = detector.detect_resized(nets, sizes)
                 for f in writes:
                     f.result()  # surface write errors, and keep at most one batch of pictures in memory
                 writes = []
-                for (item, x), det in zip(ok, dets):
-                    pred = detections_to_prediction(det, x.width, x.height, names)
+                for (item, x), pred in zip(ok, preds):
                     if class_ids is not None:
                         pred = _subset(pred, np.flatnonzero(np.isin(pred.labels, class_ids)))
                     records += pred.to_records(item.image_id)  # backend order, exactly as `ssd eval --weights`

@@ -28,7 +28,7 @@ from ssdcli.detections_io import DetectionCheck, detections_to_arrays
 from ssdcli.errors import NotBuiltYet, SsdError
 from ssdcli.metrics.voc import GroundTruth, voc_evaluate
 from ssdcli.postprocess import PostprocessConfig
-from ssdcli.predictor import Detector, detections_to_prediction
+from ssdcli.predictor import Detector
 
 __all__ = [
     "METRICS",
@@ -159,7 +159,8 @@ def run_detector(
     """Batched inference over a split -> detection dicts (``Prediction.to_records``) in split order.
 
     Images are decoded and resized to the model input in ``workers`` DataLoader processes (0: in this process),
-    with the same ``resize_square`` warp as ``Detector.prepare``; boxes are mapped back with the decoded size.
+    with the same ``resize_square`` warp as ``Detector.prepare``; :meth:`Detector.detect_resized` normalises,
+    detects and maps the boxes back with the decoded size.
     """
     if batch_size < 1:
         raise SsdError(f"--batch {batch_size}: must be at least 1")
@@ -170,17 +171,15 @@ def run_detector(
         _SplitImages(records, detector.config.image_size), batch_size=batch_size, shuffle=False,
         num_workers=workers, collate_fn=_collate, pin_memory=getattr(device, "type", "cpu") == "cuda",
     )
-    names = detector.class_names
     out: list[dict] = []
     done = 0
     for items in loader:
         for im, _, _, err in items:
             if err is not None:
                 raise SsdError(err)
-        batch = detector.config.preprocess.normalize(torch.stack([it[0] for it in items]))
-        dets = detector.backend.detect(batch, detector.postprocess)
-        for det, (_, w, h, _), rec in zip(dets, items, records[done: done + len(items)]):
-            out.extend(detections_to_prediction(det, w, h, names).to_records(rec.id))
+        preds = detector.detect_resized(torch.stack([it[0] for it in items]), [(w, h) for _, w, h, _ in items])
+        for pred, rec in zip(preds, records[done : done + len(items)]):
+            out.extend(pred.to_records(rec.id))
         done += len(items)
         if progress is not None:
             progress(len(items))

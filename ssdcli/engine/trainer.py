@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
@@ -42,7 +43,7 @@ class TrainOptions:
     schedule: str = "step"  # step (x0.1 at 2/3 and 5/6 of the run, = 80k/100k of 120k) | cosine
     warmup_iters: int | None = None  # default min(500, 5% of the run)
     img_size: int | None = None
-    workers: int = 4
+    workers: int | None = None  # default: 1 on CPU (the model needs the cores), min(8, CPUs) on CUDA
     seed: int = 0
     amp: bool | None = None  # default: on for CUDA
     channels_last: bool = False
@@ -173,6 +174,8 @@ class _Run:
             if dist.is_main:
                 self.log.truncate_after(self.start_iter)
             self.say(f"resumed {resume} at iteration {self.start_iter}/{self.total}")
+        if options.workers is None:
+            options.workers = min(8, os.cpu_count() or 1) if device.type == "cuda" else 1
         dataset = DetectionDataset(train_records, self.model.train_augment(), seed=options.seed)
         sampler = ResumableBatchSampler(n, options.batch, options.seed, self.start_iter, self.total, dist.rank, dist.world)
         self.loader = DataLoader(

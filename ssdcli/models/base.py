@@ -65,6 +65,15 @@ class DetectorModel(nn.Module):
                 f"{self.config.arch} expects a normalised image batch of shape [N, 3, {size}, {size}], "
                 f"got {list(images.shape)}"
             )
+        if self.training and images.shape[0] == 1 and self._has_batch_norm():
+            raise SsdError(
+                f"{self.config.arch} has BatchNorm layers: training needs at least 2 images per batch (got 1)"
+            )
+
+    def _has_batch_norm(self) -> bool:
+        if not hasattr(self, "_batch_norm_cache"):
+            self._batch_norm_cache = any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in self.modules())
+        return self._batch_norm_cache
 
     def encode_targets(self, gt_boxes: list[torch.Tensor], gt_labels: list[torch.Tensor]) -> dict[str, torch.Tensor]:
         raise NotImplementedError

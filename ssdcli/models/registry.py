@@ -7,11 +7,12 @@ from dataclasses import replace
 
 from ssdcli.errors import SsdError
 from ssdcli.models.base import DetectorModel, ModelConfig
+from ssdcli.models.mini import MiniBackbone
 from ssdcli.models.mobilenet import MobileNetV3Backbone, ssdlite_head
 from ssdcli.models.ssd import SSD
 from ssdcli.models.vgg import SSD300_EXTRAS, SSD512_EXTRAS, VGGBackbone
 from ssdcli.preprocess import IMAGENET, Preprocess
-from ssdcli.priors import PRIOR_SPECS, PriorSpec
+from ssdcli.priors import PRIOR_SPECS, SIZED_PRIOR_SPECS, PriorSpec
 
 Builder = Callable[[ModelConfig], DetectorModel]
 _BUILDERS: dict[str, Builder] = {}
@@ -31,32 +32,12 @@ def available_models() -> list[str]:
     return sorted(_BUILDERS)
 
 
-def ssdlite_prior_spec(image_size: int) -> PriorSpec:
-    """SSDLite priors for any input size: scales 0.2..0.95 over the 6 sources (strides 16, 32, then 4 extras)."""
-    sizes, f = [], image_size
-    for _ in range(4):  # stem + three stride-2 blocks (3x3, padding 1): ceil(f / 2) each
-        f = -(-f // 2)
-    sizes.append(f)
-    for _ in range(5):
-        f = -(-f // 2)
-        sizes.append(f)
-    spec = PRIOR_SPECS["ssdlite320"]
-    scales = [0.2 + (0.95 - 0.2) * k / 5 for k in range(6)] + [1.0]
-    return PriorSpec(
-        image_size=image_size,
-        feature_maps=tuple(sizes),
-        min_sizes=tuple(round(s * image_size, 4) for s in scales[:-1]),
-        max_sizes=tuple(round(s * image_size, 4) for s in scales[1:]),
-        aspect_ratios=spec.aspect_ratios,
-    )
-
-
 def _prior_spec(config: ModelConfig) -> PriorSpec:
     if "prior_spec" in config.extra:
         spec = PriorSpec.from_dict(config.extra["prior_spec"])
     else:
-        if config.arch.startswith("ssdlite"):
-            spec = ssdlite_prior_spec(config.image_size)
+        if config.arch in SIZED_PRIOR_SPECS:
+            spec = SIZED_PRIOR_SPECS[config.arch](config.image_size)
         else:
             spec = PRIOR_SPECS[config.arch]
         config.extra["prior_spec"] = spec.to_dict()
@@ -85,6 +66,13 @@ def _ssdlite320(config: ModelConfig) -> DetectorModel:
     spec = _prior_spec(config)
     backbone = MobileNetV3Backbone()
     return SSD(config, backbone, backbone.out_channels, spec, head=ssdlite_head)
+
+
+@register("ssd-mini", 128)
+def _ssd_mini(config: ModelConfig) -> DetectorModel:
+    spec = _prior_spec(config)
+    backbone = MiniBackbone(len(spec.feature_maps))
+    return SSD(config, backbone, backbone.out_channels, spec)
 
 
 def build_model(

@@ -58,7 +58,9 @@ class SSD(DetectorModel):
         return locs, logits
 
     def encode_targets(self, gt_boxes: list[torch.Tensor], gt_labels: list[torch.Tensor]) -> dict[str, torch.Tensor]:
-        loc_t, cls_t = assign_targets(gt_boxes, gt_labels, self.priors, 0.5, self.prior_spec.variances)
+        loc_t, cls_t = assign_targets(
+            gt_boxes, gt_labels, self.priors, 0.5, self.prior_spec.variances, prior_spec=self.prior_spec
+        )
         return {"loc_targets": loc_t, "cls_targets": cls_t}
 
     def compute_loss(self, outputs: tuple[torch.Tensor, ...], targets: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

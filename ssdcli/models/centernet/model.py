@@ -30,6 +30,7 @@ from torchvision.ops import DeformConv2d
 from ssdcli.errors import SsdError
 from ssdcli.models.base import DetectorModel, ModelConfig
 from ssdcli.models.centernet import decode as cn_decode
+from ssdcli.models.centernet.augment import CenterNetTrainAugment
 from ssdcli.models.centernet.graph import CenterNetExportGraph
 from ssdcli.models.centernet.loss import OFFSET_WEIGHT, SIZE_WEIGHT, centernet_loss
 from ssdcli.models.centernet.targets import encode_centernet_targets
@@ -171,6 +172,11 @@ class CenterNet(DetectorModel):
         self, outputs: tuple[torch.Tensor, ...], config: PostprocessConfig = PostprocessConfig()
     ) -> list[Detections]:
         return cn_decode.decode(outputs, config, int(self.settings["max_peaks"]))  # type: ignore[arg-type]
+
+    def train_augment(self) -> CenterNetTrainAugment:
+        """The "Objects as Points" training augmentation (random scale/shift, flip, colour jitter, PCA lighting)
+        at the model's input size; see :mod:`.augment`."""
+        return CenterNetTrainAugment(self.config.image_size, self.config.preprocess)
 
     def export_graph(self, config: PostprocessConfig, with_raw: bool = False) -> nn.Module:
         return CenterNetExportGraph(self, config, int(self.settings["max_peaks"]), with_raw)

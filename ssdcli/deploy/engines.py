@@ -1,0 +1,120 @@
+"""Inference engines as the benchmark sees them: ``forward`` (normalised batch -> outputs, synchronised) and
+``post`` (outputs -> per-image detections), plus a :class:`~ssdcli.predictor.Detector` for accuracy runs.
+
+Engines: ``torch`` (eager), ``compile`` (``torch.compile``), ``onnx`` (ONNX Runtime, CPU or CUDA provider),
+``tensorrt`` (ONNX Runtime's TensorRT provider). A missing engine raises :class:`EngineUnavailable` with the
+reason, which the benchmark reports as a skipped row.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from ssdcli.errors import SsdError
+from ssdcli.models.base import DetectorModel, ModelConfig
+from ssdcli.postprocess import Detections, PostprocessConfig
+from ssdcli.predictor import Detector, TorchBackend
+
+ENGINE_NAMES = ("torch", "compile", "onnx", "tensorrt")
+
+
+class EngineUnavailable(Exception):
+    """The engine cannot run here; ``str(e)`` is the reason shown in the skipped row."""
+
+
+@dataclass
+class Engine:
+    name: str
+    detector: Detector
+    forward: Callable[[torch.Tensor], object]
+    post: Callable[[object], list[Detections]]
+    info: dict = field(default_factory=dict)
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+class _ModuleBackend:
+    """An :class:`~ssdcli.predictor.InferenceBackend` over any callable network (e.g. a compiled model)."""
+
+    def __init__(self, net: Callable, model: DetectorModel, device: torch.device, half: bool) -> None:
+        self.net, self.model, self.device, self.half = net, model, device, half
+        self.config: ModelConfig = model.config
+
+    @torch.inference_mode()
+    def detect(self, batch: torch.Tensor, postprocess: PostprocessConfig) -> list[Detections]:
+        x = batch.to(self.device, non_blocking=True)
+        out = self.net(x.half() if self.half else x)
+        return self.model.decode(tuple(o.float() for o in out), postprocess)
+
+
+def torch_engine(
+    model: DetectorModel, device: torch.device, half: bool, pp: PostprocessConfig, compile: bool = False
+) -> Engine:
+    """Eager (or ``torch.compile``-d) PyTorch. ``model`` is moved to ``device`` (fp16 when ``half``)."""
+    model = model.to(device).eval()
+    if half:
+        model.half()
+    net: Callable = model
+    if compile:
+        try:
+            net = torch.compile(model, dynamic=False)
+        except Exception as e:  # compile support varies by platform (compiler, Python version)
+            raise EngineUnavailable(f"torch.compile unavailable: {_first_line(e)}") from None
+    backend = _ModuleBackend(net, model, device, half)
+
+    @torch.inference_mode()
+    def forward(batch: torch.Tensor) -> object:
+        x = batch.to(device, non_blocking=True)
+        out = net(x.half() if half else x)
+        sync(device)
+        return out
+
+    @torch.inference_mode()
+    def post(out: object) -> list[Detections]:
+        dets = model.decode(tuple(o.float() for o in out), pp)  # type: ignore[union-attr]
+        sync(device)
+        return dets
+
+    detector = Detector(backend if compile else TorchBackend(model, device, half), pp)
+    info = {"dtype": "float16" if half else "float32", "threads": torch.get_num_threads()}
+    return Engine("compile" if compile else "torch", detector, forward, post, info)
+
+
+def onnx_engine(path: Path, device: torch.device, pp: PostprocessConfig, tensorrt: bool = False) -> Engine:
+    """ONNX Runtime on ``path``: CPU provider on CPU, CUDA provider (or TensorRT) on CUDA devices."""
+    from ssdcli.deploy.runners import OnnxBackend
+
+    name = "tensorrt" if tensorrt else "onnx"
+    if tensorrt and device.type != "cuda":
+        raise EngineUnavailable(f"TensorRT needs a CUDA device (running on {device.type})")
+    try:
+        backend = OnnxBackend(path, device, engine="tensorrt" if tensorrt else "auto")
+    except SsdError as e:
+        raise EngineUnavailable(str(e)) from None
+
+    def forward(batch: torch.Tensor) -> object:
+        return backend.run(batch)  # session.run returns host arrays: already synchronised
+
+    def post(out: object) -> list[Detections]:
+        return backend.to_detections(out, pp)  # type: ignore[arg-type]
+
+    opts = backend.session.get_session_options()
+    info = {
+        "providers": backend.providers,
+        "dtype": "float16" if "16" in backend.input_dtype.__name__ else "float32",
+        "threads": opts.intra_op_num_threads,
+        "nms_in_graph": backend.nms,
+    }
+    return Engine(name, Detector(backend, pp), forward, post, info)
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return (text.splitlines()[0][:200] if text else "") or type(e).__name__

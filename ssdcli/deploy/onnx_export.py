@@ -1,0 +1,286 @@
+"""Checkpoint -> ONNX, checked against PyTorch with ONNX Runtime before anything is written.
+
+Uses the TorchScript-based exporter (``torch.onnx.export(dynamo=False)``): it needs no extra package and lets the
+grouped NMS be emitted as one ONNX ``NonMaxSuppression`` node (see :mod:`ssdcli.deploy.graphs`).
+
+The ONNX ``metadata_props`` hold ``ssdcli`` = JSON (:func:`read_metadata`): ``format``/``version``, the full
+``ModelConfig.to_dict()`` (arch, classes, input size, preprocessing, prior spec), ``nms``, the baked ``postprocess``
+settings, output names, ``max_detections``, input dtype, ``dynamic_batch``, ``decoder`` and ``priors_file``;
+``arch``, ``class_names``, ``image_size`` and ``preprocess`` are repeated as plain keys for other runtimes.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import onnx
+import torch
+
+from ssdcli.checkpoint import load_model
+from ssdcli.deploy.export_check import check_against_pytorch, check_final_model, check_inputs
+from ssdcli.deploy.graphs import DETECTION_OUTPUTS, INPUT_NAME, WithRawOutputs
+from ssdcli.deploy.verify import DetectionAgreement
+from ssdcli.errors import SsdError
+from ssdcli.io_utils import atomic_write
+from ssdcli.models.base import DetectorModel
+from ssdcli.postprocess import PostprocessConfig
+
+METADATA_KEY = "ssdcli"
+ONNX_FORMAT = "ssdcli-onnx"
+MIN_OPSET = 11  # NonMaxSuppression, ScatterElements, dynamic TopK
+MAX_OPSET = 20  # newest opset of the TorchScript exporter
+DEFAULT_OPSET = 17
+
+Progress = Callable[[str], None]
+
+
+@dataclass
+class ExportReport:
+    output: Path
+    checkpoint: Path
+    arch: str
+    opset: int
+    nms: bool
+    half: bool
+    dynamic_batch: bool
+    postprocess: PostprocessConfig | None
+    priors_path: Path | None = None
+    size_bytes: int = 0
+    export_seconds: float = 0.0
+    checked: bool = False
+    check_source: str = ""  # "3 images from DIR" / "3 synthetic images"
+    batch_sizes: list[int] = field(default_factory=list)
+    raw_diff: dict[str, float] = field(default_factory=dict)  # output -> largest |onnx - torch|
+    raw_tol: dict[str, float] = field(default_factory=dict)
+    graph_vs_decode: DetectionAgreement | None = None  # in-graph NMS vs PyTorch post-processing, same raw outputs
+    onnx_vs_torch: DetectionAgreement | None = None  # end to end
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d.update(output=str(self.output), checkpoint=str(self.checkpoint))
+        d["priors_path"] = str(self.priors_path) if self.priors_path else None
+        return d
+
+
+def read_metadata(model: onnx.ModelProto) -> dict | None:
+    for prop in model.metadata_props:
+        if prop.key == METADATA_KEY:
+            return json.loads(prop.value)
+    return None
+
+
+def load_checkpoint_model(path: Path) -> DetectorModel:
+    """:func:`ssdcli.checkpoint.load_model` on CPU, with any unpickling failure of a non-checkpoint file (which
+    ``torch.load`` may raise as ``KeyError``, ``IndexError``, ...) turned into a one-line :class:`SsdError`."""
+    try:
+        return load_model(path, "cpu")
+    except SsdError:
+        raise
+    except Exception as e:  # noqa: BLE001 - garbage input makes the unpickler fail in many ways
+        raise SsdError(f"{path}: not a readable ssdcli checkpoint ({type(e).__name__}: {_first_line(e)})") from None
+
+
+def export_onnx(
+    checkpoint_path: str | os.PathLike,
+    output: str | os.PathLike | None = None,
+    *,
+    opset: int = DEFAULT_OPSET,
+    dynamic_batch: bool = True,
+    half: bool = False,
+    nms: bool = True,
+    postprocess: PostprocessConfig = PostprocessConfig(),
+    check_images: str | os.PathLike | None = None,
+    force: bool = False,
+    verify: bool = True,
+    progress: Progress | None = None,
+) -> ExportReport:
+    """Export a native checkpoint to ONNX (see the module docstring); raises :class:`SsdError` when ONNX Runtime
+    disagrees with PyTorch (raw outputs beyond tolerance, or different final detections)."""
+    say = progress or (lambda _msg: None)
+    ckpt = Path(checkpoint_path)
+    if ckpt.suffix.lower() == ".onnx":
+        raise SsdError(f"{ckpt}: already an ONNX model; export-onnx takes a .pth checkpoint")
+    out = Path(output) if output is not None else ckpt.with_suffix(".onnx")
+    if out.suffix.lower() != ".onnx":
+        raise SsdError(f"{out}: the output file must end in .onnx")
+    if not MIN_OPSET <= opset <= MAX_OPSET:
+        raise SsdError(f"--opset {opset}: too old or too new for this exporter, use {MIN_OPSET}..{MAX_OPSET}")
+    _check_postprocess(postprocess)
+    if out.exists() and not force:
+        raise SsdError(f"{out}: already exists (use --force to overwrite)")
+    batches, source = check_inputs(check_images, dynamic_batch) if verify else ([], "")
+
+    say("loading checkpoint")
+    model = load_checkpoint_model(ckpt)
+    has_priors = isinstance(getattr(model, "priors", None), torch.Tensor)
+    priors_path = out.with_name(out.stem + ".priors.npy") if not nms and has_priors else None
+    if priors_path is not None and priors_path.exists() and not force:
+        raise SsdError(f"{priors_path}: already exists (use --force to overwrite)")
+    report = ExportReport(out, ckpt, model.config.arch, opset, nms, half, dynamic_batch, postprocess if nms else None)
+    t0 = time.perf_counter()
+    say(f"exporting {model.config.arch} (opset {opset})")
+    if half:
+        _to_half(model)
+    proto = _export(model, opset, dynamic_batch, half, nms, postprocess)
+    raw_names = list(model.output_names)
+    _add_metadata(proto, model, nms, postprocess, half, dynamic_batch, ckpt, priors_path, opset)
+    try:
+        onnx.checker.check_model(proto)
+    except onnx.checker.ValidationError as e:
+        raise SsdError(f"{out}: exported graph fails onnx.checker: {str(e).splitlines()[0]}") from None
+    report.export_seconds = time.perf_counter() - t0
+
+    check = None
+    if verify:
+        say("checking ONNX Runtime against PyTorch")
+        reference = load_checkpoint_model(ckpt)  # fp32 reference, also for --half exports
+        check = check_against_pytorch(proto.SerializeToString(), reference, batches, source, nms, half, postprocess)
+        report.checked, report.check_source, report.batch_sizes = True, check.source, check.batch_sizes
+        report.raw_diff, report.raw_tol = check.raw_diff, check.raw_tol
+        report.graph_vs_decode, report.onnx_vs_torch = check.graph_vs_decode, check.onnx_vs_torch
+        problems = check.problems(nms, half)
+        if problems:
+            raise SsdError(f"{out}: ONNX Runtime disagrees with PyTorch: {'; '.join(problems)}; nothing written")
+    if nms:
+        _strip_outputs(proto, raw_names)
+    data = proto.SerializeToString()
+    if check is not None and nms:
+        final = check_final_model(data, check)
+        if not final.equal:
+            raise SsdError(
+                f"{out}: the final model disagrees with the checked one ({final.summary()}); nothing written"
+            )
+    say(f"writing {out}")
+    atomic_write(out, lambda f: f.write(data))
+    report.size_bytes = len(data)
+    if priors_path is not None:
+        buf = io.BytesIO()
+        np.save(buf, model.priors.float().cpu().numpy())
+        atomic_write(priors_path, lambda f: f.write(buf.getvalue()))
+        report.priors_path = priors_path
+    return report
+
+
+def _to_half(model: DetectorModel) -> None:
+    """Weights to fp16; non-persistent buffers (SSD priors: geometry, not weights) stay fp32 for exact decoding."""
+    persistent = set(model.state_dict())
+    keep = {n: b.clone() for n, b in model.named_buffers() if n not in persistent and b.is_floating_point()}
+    model.half()
+    for name, buf in keep.items():
+        owner, _, attr = name.rpartition(".")
+        setattr(model.get_submodule(owner) if owner else model, attr, buf)
+
+
+def _check_postprocess(pp: PostprocessConfig) -> None:
+    if not 0.0 <= pp.score_threshold < 1.0:
+        raise SsdError(f"--conf {pp.score_threshold}: must be in [0, 1)")
+    if not 0.0 < pp.nms_threshold <= 1.0:
+        raise SsdError(f"--nms-iou {pp.nms_threshold}: must be in (0, 1]")
+    if pp.top_k < 1 or pp.pre_nms_top_k < 1:
+        raise SsdError("--top-k: must be at least 1")
+
+
+def _export(
+    model: DetectorModel, opset: int, dynamic: bool, half: bool, nms: bool, pp: PostprocessConfig
+) -> onnx.ModelProto:
+    size = model.config.image_size
+    example = torch.randn(2 if dynamic else 1, 3, size, size, dtype=torch.float16 if half else torch.float32)
+    raw = list(model.output_names)
+    module = WithRawOutputs(model.export_graph(pp), model) if nms else model
+    outputs = (list(DETECTION_OUTPUTS) + raw) if nms else raw
+    axes = {n: {0: "batch"} for n in [INPUT_NAME, *outputs]} if dynamic else None
+    buf = io.BytesIO()
+    try:
+        with warnings.catch_warnings(), torch.no_grad():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(
+                module.eval(),
+                (example,),
+                buf,
+                dynamo=False,
+                opset_version=opset,
+                input_names=[INPUT_NAME],
+                output_names=outputs,
+                dynamic_axes=axes,
+                do_constant_folding=True,
+            )
+    except (torch.onnx.errors.OnnxExporterError, torch.onnx.errors.SymbolicValueError) as e:
+        raise SsdError(f"--opset {opset}: cannot export {model.config.arch} ({_first_line(e)})") from None
+    except RuntimeError as e:
+        if "opset" in str(e).lower() or "unsupported" in str(e).lower():
+            raise SsdError(f"--opset {opset}: cannot export {model.config.arch} ({_first_line(e)})") from None
+        raise
+    proto = onnx.load_from_string(buf.getvalue())
+    if isinstance(module, WithRawOutputs):  # the tracer names fixed axes (detection slots) as if dynamic
+        for out, shape in zip(proto.graph.output, module.output_shapes):
+            for dim, size in list(zip(out.type.tensor_type.shape.dim, shape))[1:]:
+                dim.dim_value = size
+    return proto
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0][:200] if text else type(e).__name__
+
+
+def _add_metadata(
+    proto: onnx.ModelProto,
+    model: DetectorModel,
+    nms: bool,
+    pp: PostprocessConfig,
+    half: bool,
+    dynamic: bool,
+    ckpt: Path,
+    priors_path: Path | None,
+    opset: int,
+) -> None:
+    cfg = model.config.to_dict()
+    outputs = list(DETECTION_OUTPUTS) if nms else list(model.output_names)
+    max_det = None
+    if nms:
+        scores = next(o for o in proto.graph.output if o.name == "scores")
+        max_det = int(scores.type.tensor_type.shape.dim[1].dim_value)
+    meta = {
+        "format": ONNX_FORMAT,
+        "version": 1,
+        "config": cfg,
+        "nms": nms,
+        "postprocess": asdict(pp) if nms else None,
+        "input": INPUT_NAME,
+        "input_dtype": "float16" if half else "float32",
+        "outputs": outputs,
+        "max_detections": max_det,
+        "dynamic_batch": dynamic,
+        "decoder": "ssd" if hasattr(model, "prior_spec") else cfg["arch"],
+        "priors_file": priors_path.name if priors_path else None,
+        "opset": opset,
+        "source": ckpt.name,
+    }
+    plain = {
+        METADATA_KEY: json.dumps(meta),
+        "arch": cfg["arch"],
+        "class_names": json.dumps(cfg["class_names"]),
+        "image_size": str(cfg["image_size"]),
+        "preprocess": json.dumps(cfg["preprocess"]),
+    }
+    del proto.metadata_props[:]
+    for k, v in plain.items():
+        proto.metadata_props.add(key=k, value=v)
+    proto.producer_name = "ssdcli"
+    proto.doc_string = (
+        f"{cfg['arch']} detector exported by `ssd export-onnx` ({'NMS in graph' if nms else 'raw outputs'})"
+    )
+
+
+def _strip_outputs(proto: onnx.ModelProto, names: list[str]) -> None:
+    keep = [o for o in proto.graph.output if o.name not in names]
+    del proto.graph.output[:]
+    proto.graph.output.extend(keep)
