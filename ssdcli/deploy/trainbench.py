@@ -8,6 +8,7 @@ import numpy as np
 import torch
 
 from ssdcli.deploy.engines import sync
+from ssdcli.errors import SsdError
 from ssdcli.models.base import ModelConfig
 from ssdcli.models.registry import build_from_config
 
@@ -53,7 +54,7 @@ def train_throughput(
             sync(device)
             if i >= warmup:
                 times.append(time.perf_counter() - t0)
-    except (RuntimeError, ValueError, MemoryError) as e:  # out of memory; BatchNorm refusing a batch of 1
+    except (SsdError, RuntimeError, ValueError, MemoryError) as e:  # out of memory; BatchNorm refusing a batch of 1
         text = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
         if "Expected more than 1 value per channel" in text:
             text = "BatchNorm layers cannot train on a batch of 1 image"

@@ -13,7 +13,7 @@ Differences from the reference, on purpose:
   detector sees at test time (a square window would teach it the letterboxed aspect);
 * the scale is continuous, not the reference's ``{0.6, 0.7, ..., 1.3}``; the centre is continuous too;
 * the area outside the image is the mean pixel (zero after normalisation, as SSD's zoom-out), not black;
-* uint8 arithmetic for the colour steps (:func:`ssdcli.data.transforms.photometric_distort`: clamped and
+* uint8 arithmetic for the colour steps (:func:`ssdcli.data.photometric.photometric_distort`: clamped and
   truncated after each step, contrast mean of the whole output); in real arithmetic brightness, contrast and
   saturation commute, so the reference's random order reduces to contrast before or after saturation.
 
@@ -38,7 +38,8 @@ import numpy as np
 import torch
 from torchvision.transforms.v2 import functional as TF
 
-from ssdcli.data.transforms import PhotometricParams, _Scratch, photometric_distort, voc_to_continuous
+from ssdcli.data.photometric import PhotometricParams, Scratch, photometric_distort
+from ssdcli.data.transforms import voc_to_continuous
 from ssdcli.errors import SsdError
 from ssdcli.preprocess import IMAGENET, Preprocess
 
@@ -132,7 +133,7 @@ class CenterNetTrainAugment:
         self.lighting_std, self.min_size = float(lighting_std), float(min_size)
         self.fill = preprocess.fill_value_uint8()
         self._canvas = torch.tensor(self.fill, dtype=torch.uint8).view(3, 1, 1).repeat(1, self.size, self.size)
-        self._scratch = _Scratch()
+        self._scratch = Scratch()
 
     # -- planning: numbers only ------------------------------------------------------------------------------
     def sample(

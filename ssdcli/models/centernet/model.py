@@ -6,14 +6,23 @@ Layout (state-dict names)::
     neck.{0,1,2}.{up,conv,bn,relu}             3 stages: bilinear x2 upsample, 3x3 conv (or modulated
                                                DeformConv2d, extra["deform"]=True; ONNX export of that
                                                variant needs opset >= 19, see .onnx_ops), BN, ReLU -> stride 4
+    lateral.{0,1,2}                            extra["skips"]: 1x1 convs adding layer3/layer2/layer1 (stride
+                                               16/8/4) to the output of neck stage 0/1/2
     head_heatmap / head_size / head_offset     3x3 conv + ReLU + 1x1 conv each (C-1, 2, 2 channels)
+
+Skip connections (on by default): without them the stride-4 maps are decoded from the stride-32 map alone (3x3
+cells at a 96-pixel input), and a network trained from scratch does not learn where the centres are: measured on
+the sample dataset at 96 px, 120 iterations without skips left 5% of the objects with a peak next to their centre,
+80 with skips 52% (mAP@0.5 0.00 -> 0.18). The reference ResNet variant has no skips (it starts from ImageNet
+weights at 512 px); its DLA-34 variant aggregates the stride-4..32 stages the same way. Checkpoints written before
+the setting existed (``extra`` without ``skips``) are rebuilt without them.
 
 ``forward(images [N,3,S,S]) -> (heatmap logits [N,C-1,S/4,S/4], size [N,2,S/4,S/4], offset [N,2,S/4,S/4])`` in
 train and eval mode alike; ``S`` must be a multiple of 32. Sizes and offsets are in output-map cells (1 cell =
 4 input pixels); see :mod:`.targets`, :mod:`.loss`, :mod:`.decode`.
 
 Settings in ``ModelConfig.extra`` (written back with their defaults so checkpoints are self-describing):
-``deform`` (False), ``neck_channels`` ([256, 128, 64]), ``head_conv`` (64), ``max_peaks`` (100),
+``deform`` (False), ``skips`` (True), ``neck_channels`` ([256, 128, 64]), ``head_conv`` (64), ``max_peaks`` (100),
 ``min_overlap`` (0.7), ``exact_radius`` (False), ``size_weight`` (0.1), ``offset_weight`` (1.0).
 """
 
@@ -38,9 +47,13 @@ from ssdcli.postprocess import Detections, PostprocessConfig
 
 OUTPUT_STRIDE = 4
 HEATMAP_BIAS = -2.19  # sigmoid(-2.19) ~= 0.1: the focal-loss prior of the reference implementation
-_RESNETS = {"resnet18": (torchvision.models.resnet18, 512), "resnet50": (torchvision.models.resnet50, 2048)}
+_RESNETS = {
+    "resnet18": (torchvision.models.resnet18, (64, 128, 256, 512)),
+    "resnet50": (torchvision.models.resnet50, (256, 512, 1024, 2048)),
+}
 DEFAULTS: dict = {
     "deform": False,
+    "skips": True,
     "neck_channels": [256, 128, 64],
     "head_conv": 64,
     "max_peaks": cn_decode.MAX_PEAKS,
@@ -49,20 +62,33 @@ DEFAULTS: dict = {
     "size_weight": SIZE_WEIGHT,
     "offset_weight": OFFSET_WEIGHT,
 }
+LEGACY: dict = {"skips": False}  # values of settings added later, for configs saved before they existed
 
 
 class ResNetBackbone(nn.Module):
-    """torchvision ResNet without avgpool/fc: ``[N,3,S,S] -> [N,out_channels,S/32,S/32]``."""
+    """torchvision ResNet without avgpool/fc: ``[N,3,S,S] -> [N,out_channels,S/32,S/32]``; :meth:`features`
+    also returns the earlier stages."""
 
     def __init__(self, name: str = "resnet18") -> None:
         super().__init__()
-        ctor, self.out_channels = _RESNETS[name]
+        ctor, self.stage_channels = _RESNETS[name]
+        self.out_channels = self.stage_channels[-1]
         net = ctor(weights=None)
         names = ("conv1", "bn1", "relu", "maxpool", "layer1", "layer2", "layer3", "layer4")
         self.body = nn.Sequential(OrderedDict((n, getattr(net, n)) for n in names))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.body(x)
+
+    def features(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """``[layer1 (stride 4), layer2 (8), layer3 (16), layer4 (32)]`` outputs."""
+        b = self.body
+        x = b.maxpool(b.relu(b.bn1(b.conv1(x))))
+        out = []
+        for layer in (b.layer1, b.layer2, b.layer3, b.layer4):
+            x = layer(x)
+            out.append(x)
+        return out
 
 
 class ModulatedDeformConv3x3(nn.Module):
@@ -111,8 +137,9 @@ class CenterNet(DetectorModel):
         super().__init__()
         if config.image_size % 32 != 0 or config.image_size <= 0:
             raise SsdError(f"--img-size: {config.arch} needs an input size divisible by 32, got {config.image_size}")
+        saved = "neck_channels" in config.extra  # a config written back by an earlier build (a checkpoint)
         for key, value in DEFAULTS.items():
-            config.extra.setdefault(key, copy.deepcopy(value))
+            config.extra.setdefault(key, copy.deepcopy(LEGACY[key] if saved and key in LEGACY else value))
         self.config = config
         self.settings = config.extra
         self.num_foreground = config.num_classes - 1
@@ -125,6 +152,12 @@ class CenterNet(DetectorModel):
         for stage in self.neck:
             conv = stage.conv.conv if isinstance(stage.conv, ModulatedDeformConv3x3) else stage.conv
             nn.init.kaiming_normal_(conv.weight, mode="fan_out", nonlinearity="relu")
+        self.lateral: nn.ModuleList | None = None
+        if bool(self.settings["skips"]):
+            skip_in = list(getattr(backbone, "stage_channels", ()))[-2::-1]  # layer3, layer2, layer1
+            if len(skip_in) != 3:
+                raise SsdError(f"{config.arch}: skip connections need a backbone with 4 stages")
+            self.lateral = nn.ModuleList(nn.Conv2d(a, b, 1) for a, b in zip(skip_in, chans[1:]))
         mid, feat = int(self.settings["head_conv"]), chans[-1]
         self.head_heatmap = _head(feat, mid, self.num_foreground, HEATMAP_BIAS)
         self.head_size = _head(feat, mid, 2)
@@ -132,7 +165,13 @@ class CenterNet(DetectorModel):
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         self.check_input(images)
-        f = self.neck(self.backbone(images))
+        if self.lateral is None:
+            f = self.neck(self.backbone(images))
+        else:
+            feats = self.backbone.features(images)
+            f = feats[-1]
+            for stage, lateral, skip in zip(self.neck, self.lateral, feats[-2::-1]):
+                f = stage(f) + lateral(skip)
         return self.head_heatmap(f), self.head_size(f), self.head_offset(f)
 
     def forward_flip_test(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
