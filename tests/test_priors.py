@@ -103,7 +103,10 @@ def test_ssdlite320_count() -> None:
 
 
 def test_default_steps_and_no_clip() -> None:
-    spec = PriorSpec(image_size=100, feature_maps=(4, 2), min_sizes=(20, 60), max_sizes=(60, 300), aspect_ratios=((2,), ()), clip=False)
+    spec = PriorSpec(
+        image_size=100, feature_maps=(4, 2), min_sizes=(20, 60), max_sizes=(60, 300), aspect_ratios=((2,), ()),
+        clip=False,
+    )
     ours = generate_priors(spec)
     ref = reference_prior_box(100, [4, 2], [25, 50], [20, 60], [60, 300], [[2], []], clip=False)
     assert torch.equal(ours, ref)

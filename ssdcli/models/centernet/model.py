@@ -119,14 +119,18 @@ def _up_stage(cin: int, cout: int, deform: bool) -> nn.Sequential:
     )
 
 
-def _head(cin: int, mid: int, cout: int, bias: float = 0.0) -> nn.Sequential:
-    """3x3 conv + ReLU + 1x1 conv, weights N(0, 0.001) as the reference implementation."""
+def _head(cin: int, mid: int, cout: int, heatmap_bias: float | None = None) -> nn.Sequential:
+    """3x3 conv + ReLU + 1x1 conv, initialised as the reference implementation: the heatmap head (``heatmap_bias``
+    given) keeps PyTorch's default conv init with the last bias set to the focal-loss prior; the regression heads
+    get weights N(0, 0.001) and zero biases."""
     head = nn.Sequential(nn.Conv2d(cin, mid, 3, padding=1), nn.ReLU(inplace=True), nn.Conv2d(mid, cout, 1))
+    if heatmap_bias is not None:
+        nn.init.constant_(head[2].bias, heatmap_bias)
+        return head
     for m in head.modules():
         if isinstance(m, nn.Conv2d):
             nn.init.normal_(m.weight, std=0.001)
             nn.init.zeros_(m.bias)
-    nn.init.constant_(head[2].bias, bias)
     return head
 
 
