@@ -44,15 +44,16 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=1)
     ap.add_argument("--out", default="runs/bench-raccoon")
     ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--raccoon", type=Path, default=RACCOON, help="the raccoon VOC folder")
     args = ap.parse_args()
-    if not RACCOON.is_dir():
-        raise SystemExit(f"{RACCOON} not found")
+    if not args.raccoon.is_dir():
+        raise SystemExit(f"{args.raccoon} not found")
     if args.threads:
         torch.set_num_threads(args.threads)
     recipe = dict(RECIPES.get(args.arch, RECIPES["ssdlite320"]))
     with tempfile.TemporaryDirectory() as tmp:
         prepared = Path(tmp) / "raccoon"
-        prepare_voc(RACCOON, prepared, classes="auto")
+        prepare_voc(args.raccoon, prepared, classes="auto")
         seconds = args.minutes * 60
         # Estimate the schedule length from the budget so the cosine decay ends near the time limit.
         options = TrainOptions(
@@ -62,9 +63,10 @@ def main() -> None:
         probe = _measure_step_time(options)
         options.iters = max(50, int(seconds / probe * 0.97))
         print(f"{args.arch}: {probe:.2f} s/iteration measured, schedule set to {options.iters} iterations")
-        t0 = time.monotonic()
+        t0, c0 = time.monotonic(), time.process_time()
         result = train(options, report=print)
         minutes = (time.monotonic() - t0) / 60
+        cpu_minutes = (time.process_time() - c0) / 60  # CPU time this process got (the machine may be shared)
         data = load_prepared(prepared)
         model = load_model(result.run_dir / "last.pth")
         detector = Detector(TorchBackend(model, torch.device("cpu")))
@@ -75,6 +77,8 @@ def main() -> None:
             "recipe": recipe,
             "iterations": result.iteration,
             "train_minutes": round(minutes, 2),
+            "train_cpu_minutes_main_process": round(cpu_minutes, 2),
+            "threads": torch.get_num_threads(),
             "test_images": len(data.split("test")),
             "map": report.to_dict(),
         }
@@ -82,17 +86,20 @@ def main() -> None:
         out.write_text(json.dumps(summary, indent=2, default=str))
         print(json.dumps({k: v for k, v in summary.items() if k != "map"}))
         print(f"RESULT {args.arch}: test mAP@0.5 voc07 {_map(report, 'voc07'):.4f}  voc12 {_map(report, 'voc12'):.4f}"
-              f"  ({result.iteration} iterations in {minutes:.1f} min)")
+              f"  ({result.iteration} iterations in {minutes:.1f} min wall, {cpu_minutes:.1f} CPU-min, "
+              f"{torch.get_num_threads()} thread(s))")
 
 
 def _measure_step_time(options: TrainOptions) -> float:
+    """Median seconds per iteration over a short probe run, ignoring the first iterations (start-up)."""
     import copy
+    import statistics
 
     probe = copy.deepcopy(options)
-    probe.iters, probe.time_limit, probe.name, probe.warmup_iters = 6, None, f"{options.name}-probe", 1
-    t0 = time.monotonic()
-    train(probe, report=lambda m: None)
-    return (time.monotonic() - t0) / 6
+    probe.iters, probe.time_limit, probe.name, probe.warmup_iters, probe.log_every = 10, None, f"{options.name}-probe", 1, 1
+    result = train(probe, report=lambda m: None)
+    rates = [r["images_per_s"] for r in result.history if r["type"] == "train"][3:]
+    return probe.batch / statistics.median(rates)
 
 
 def _map(report, metric: str) -> float:

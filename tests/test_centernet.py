@@ -234,6 +234,10 @@ def test_output_shapes_train_and_eval(size: int, batch: int) -> None:
     x = torch.randn(batch, 3, size, size)
     for mode in (True, False):
         model.train(mode)
+        if mode and batch == 1:  # BatchNorm cannot train on one image: a clear error, not a cryptic one
+            with pytest.raises(SsdError, match="at least 2 images"):
+                model(x)
+            continue
         with torch.no_grad():
             heat, wh, off = model(x)
         o = size // 4
@@ -352,3 +356,149 @@ def test_deformable_variant_exports_at_opset_19(tmp_path) -> None:
     with torch.no_grad():
         for a, b in zip(model(x), got):
             assert torch.allclose(a, torch.from_numpy(b), atol=1e-4)
+
+
+# ---------------------------------------------------------------- training augmentation
+
+AUG_COLORS = ((230, 20, 20), (20, 220, 30), (30, 40, 235))
+
+
+def _scene(w: int = 150, h: int = 110) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Grey noisy background with three filled rectangles (red, green, blue; labels 1..3), VOC pixel boxes."""
+    g = torch.Generator().manual_seed(3)
+    img = torch.randint(110, 150, (3, h, w), generator=g, dtype=torch.uint8)
+    rects = ((10, 12, 60, 50), (70, 30, 140, 100), (20, 70, 45, 105))  # x0, y0, x1, y1 (exclusive), 0-based
+    for (x0, y0, x1, y1), c in zip(rects, AUG_COLORS):
+        img[:, y0:y1, x0:x1] = torch.tensor(c, dtype=torch.uint8).view(3, 1, 1)
+    boxes = torch.tensor([[x0 + 1, y0 + 1, x1, y1] for x0, y0, x1, y1 in rects], dtype=torch.float32)
+    return img, boxes, torch.tensor([1, 2, 3])
+
+
+def _colour_box(img: torch.Tensor, label: int) -> torch.Tensor | None:
+    """Continuous xyxy pixel box of the pixels of rectangle ``label`` in an augmented image (None if absent)."""
+    c = label - 1
+    others = [i for i in range(3) if i != c]
+    mask = (img[c] > 170) & (img[others[0]] < 90) & (img[others[1]] < 90)
+    if int(mask.sum()) == 0:
+        return None
+    ys, xs = torch.nonzero(mask, as_tuple=True)
+    return torch.tensor([[xs.min(), ys.min(), xs.max() + 1, ys.max() + 1]], dtype=torch.float32)
+
+
+def test_augment_boxes_stay_on_their_objects() -> None:
+    from ssdcli.models.centernet.augment import CenterNetTrainAugment
+
+    img, boxes, labels = _scene()
+    aug = CenterNetTrainAugment(128, color=0.0, lighting_std=0.0)
+    flips = checked = 0
+    for seed in range(40):
+        out, b, l = aug(img, boxes, labels, torch.Generator().manual_seed(seed))
+        flips += aug.sample(150, 110, boxes, torch.Generator().manual_seed(seed)).flip
+        found = {int(lab): bb * 128 for bb, lab in zip(b, l)}
+        for lab in (1, 2, 3):
+            seen = _colour_box(out, lab)
+            big = seen is not None and min(seen[0, 2] - seen[0, 0], seen[0, 3] - seen[0, 1]) >= 6
+            if not big:
+                continue
+            assert lab in found, (seed, lab)  # a visible object keeps its box
+            iou = box_iou(found[lab][None], seen).item()
+            assert iou > 0.9, (seed, lab, found[lab].tolist(), seen.tolist(), iou)
+            checked += 1
+    assert checked >= 80 and 8 <= flips <= 32
+
+
+def test_augment_shapes_dtypes_and_determinism() -> None:
+    from ssdcli.models.centernet.augment import CenterNetTrainAugment
+
+    img, boxes, labels = _scene()
+    aug = CenterNetTrainAugment(96)
+    a = aug(img, boxes, labels, torch.Generator().manual_seed(5))
+    b = aug(img, boxes, labels, torch.Generator().manual_seed(5))
+    c = aug(img, boxes, labels, torch.Generator().manual_seed(6))
+    assert a[0].shape == (3, 96, 96) and a[0].dtype == torch.uint8
+    assert a[1].dtype == torch.float32 and a[1].shape[1] == 4 and a[2].dtype == torch.int64
+    assert a[1].shape[0] == a[2].shape[0] >= 1
+    assert bool((a[1] >= 0).all() and (a[1] <= 1).all() and (a[1][:, 2:] > a[1][:, :2]).all())
+    assert all(torch.equal(x, y) for x, y in zip(a, b))
+    assert not torch.equal(a[0], c[0])
+    # the colour steps do not move boxes: same draws with colour off give the same geometry
+    plain = CenterNetTrainAugment(96, color=0.0, lighting_std=0.0)
+    d = plain(img, boxes, labels, torch.Generator().manual_seed(5))
+    assert torch.equal(a[1], d[1]) and torch.equal(a[2], d[2]) and not torch.equal(a[0], d[0])
+
+
+def test_augment_without_boxes() -> None:
+    from ssdcli.models.centernet.augment import CenterNetTrainAugment
+
+    img, _, _ = _scene()
+    out, b, l = CenterNetTrainAugment(64)(img, torch.zeros(0, 4), torch.zeros(0, dtype=torch.int64), torch.Generator())
+    assert out.shape == (3, 64, 64) and b.shape == (0, 4) and b.dtype == torch.float32
+    assert l.shape == (0,) and l.dtype == torch.int64
+
+
+def test_augment_plan_ranges_and_identity_plan_is_the_eval_warp() -> None:
+    from ssdcli.data.images import resize_square
+    from ssdcli.models.centernet.augment import CenterNetPlan, CenterNetTrainAugment, centre_border
+
+    assert centre_border(128, 640) == 128 and centre_border(128, 200) == 64 and centre_border(128, 96) == 32
+    assert centre_border(128, 1) == 0
+    aug = CenterNetTrainAugment(128)
+    for seed in range(50):
+        p = aug.sample(150, 110, None, torch.Generator().manual_seed(seed))
+        x0, y0, x1, y1 = p.window
+        scale = (x1 - x0) / 150
+        assert 0.6 <= scale <= 1.4 and (y1 - y0) / 110 == pytest.approx(scale)  # the image's own aspect
+        assert 32 <= (x0 + x1) / 2 <= 150 - 32 and 32 <= (y0 + y1) / 2 <= 110 - 32
+        b, c, s = p.photometric.brightness, p.photometric.contrast, p.photometric.saturation
+        assert all(0.6 <= v <= 1.4 for v in (b, c, s)) and p.photometric.hue is None
+    img, boxes, labels = _scene()
+    identity = CenterNetPlan(150, 110, (0.0, 0.0, 150.0, 110.0), False, None, None)
+    out, b, l = aug.render(img, boxes, labels, identity)
+    assert (out.int() - resize_square(img, 128).int()).abs().max() <= 1
+    rel = (boxes - torch.tensor([1.0, 1.0, 0.0, 0.0])) / torch.tensor([150.0, 110.0, 150.0, 110.0])
+    assert torch.allclose(b, rel, atol=1e-6) and torch.equal(l, labels)
+
+
+def test_augment_clips_and_drops_boxes_outside_the_window() -> None:
+    from ssdcli.models.centernet.augment import CenterNetPlan, CenterNetTrainAugment
+
+    img, boxes, labels = _scene()
+    aug = CenterNetTrainAugment(100, color=0.0, lighting_std=0.0)
+    # window = the right half of the image, mirrored: the red box (x 10..60) is gone, the green one is cut at x=75
+    plan = CenterNetPlan(150, 110, (75.0, 0.0, 150.0, 110.0), True, None, None)
+    out, b, l = aug.render(img, boxes, labels, plan)
+    assert l.tolist() == [2]
+    expect = torch.tensor([150 - 140, 30, 150 - 75, 100]) / torch.tensor([75.0, 110.0, 75.0, 110.0])
+    assert torch.allclose(b[0], expect, atol=1e-6)
+    # zoomed out far to the top left: the image covers a corner, the rest is the mean-pixel fill
+    plan = CenterNetPlan(150, 110, (-150.0, -110.0, 150.0, 110.0), False, None, None)
+    out, b, l = aug.render(img, boxes, labels, plan)
+    assert out[:, :, 0].eq(torch.tensor(aug.fill, dtype=torch.uint8).view(3, 1)).all()
+    assert bool((b >= 0.5 - 1e-6).all()) and l.tolist() == [1, 2, 3]
+
+
+def test_augment_render_from_a_reduced_decode_matches_full() -> None:
+    """A source decoded at 1/2 scale (as JPEG DCT scaling gives) renders the same geometry as the full one."""
+    from torchvision.transforms.v2 import functional as TF
+
+    from ssdcli.models.centernet.augment import CenterNetPlan, CenterNetTrainAugment
+
+    img, boxes, labels = _scene(300, 220)
+    boxes = boxes * 2
+    aug = CenterNetTrainAugment(64, color=0.0, lighting_std=0.0)
+    plan = CenterNetPlan(300, 220, (20.0, 10.0, 290.0, 208.0), False, None, None)
+    assert aug.max_reduction(plan) == 2
+    half = TF.resize(img, [110, 150], antialias=True)
+    full_out, full_b, _ = aug.render(img, boxes, labels, plan)
+    red_out, red_b, _ = aug.render(half, boxes, labels, plan, reduction=2)
+    assert torch.allclose(full_b, red_b, atol=1.5 / 64)
+    assert (full_out.float() - red_out.float()).abs().mean() < 6
+    with pytest.raises(ValueError):
+        aug.render(half, boxes, labels, plan)
+
+
+def test_model_trains_with_the_centernet_augmentation() -> None:
+    from ssdcli.models.centernet.augment import CenterNetTrainAugment
+
+    aug = _model(96).train_augment()
+    assert isinstance(aug, CenterNetTrainAugment) and aug.size == 96

@@ -19,8 +19,8 @@ from ssdcli.errors import SsdError
 
 def command(
     dir: Annotated[Path, typer.Option("--dir", help="Folder for every output (created).")] = Path("ssd-quickstart"),
-    iters: Annotated[int, typer.Option(help="Training iterations (the default reaches mAP@0.5 >= 0.9).")] = 0,
-    workers: Annotated[int, typer.Option(help="Data-loading worker processes.")] = 2,
+    iters: Annotated[int, typer.Option(help="Training iterations (0: the built-in recipe's 600).")] = 0,
+    workers: Annotated[int, typer.Option(help="Data-loading worker processes.")] = 1,
     device: DeviceOption = "auto",
 ) -> None:
     """Generate sample data, then prepare-voc, train, eval, detect, export-onnx and benchmark it."""
