@@ -97,3 +97,31 @@ def test_run_dirs_auto_increment(tmp_path):
     c = new_run_dir(tmp_path, "exp")
     assert [a.name, b.name, c.name] == ["exp", "exp2", "exp3"]
     assert (a / "last.pth").read_text() == "keep"
+
+
+def test_zoom_out_option_reaches_the_ssd_augmentation():
+    from ssdcli.errors import SsdError
+
+    model = build_model("ssd-mini", 3)
+    paper = model.train_augment()
+    assert paper.zoom_out_p == 0.5 and paper.max_zoom_out == 4.0
+    off = model.train_augment(1.0)
+    assert off.zoom_out_p == 0.0
+    two = model.train_augment(2.0)
+    assert two.zoom_out_p == 0.5 and two.max_zoom_out == 2.0
+    # with zoom-out off the canvas never grows: every plan keeps the source image
+    g = torch.Generator().manual_seed(0)
+    boxes = torch.tensor([[10.0, 10.0, 50.0, 40.0]])
+    assert all(off.sample(80, 60, boxes, g).geometry.padding is None for _ in range(50))
+    assert any(paper.sample(80, 60, boxes, g).geometry.padding is not None for _ in range(50))
+    with pytest.raises(SsdError, match="zoom-out"):
+        build_model("centernet-res18", 3, image_size=96).train_augment(2.0)
+
+
+@pytest.mark.parametrize("bad", [0.0, -1.0, float("nan"), 100.0])
+def test_train_rejects_bad_zoom_out(tmp_path, bad):
+    from ssdcli.engine.trainer import TrainOptions, train
+    from ssdcli.errors import SsdError
+
+    with pytest.raises(SsdError, match="--zoom-out"):
+        train(TrainOptions(data=str(tmp_path), arch="ssd-mini", iters=1, zoom_out=bad, device="cpu"), report=lambda m: None)

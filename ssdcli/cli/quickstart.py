@@ -19,16 +19,20 @@ from ssdcli.errors import SsdError
 
 def command(
     dir: Annotated[Path, typer.Option("--dir", help="Folder for every output (created).")] = Path("ssd-quickstart"),
-    iters: Annotated[int, typer.Option(help="Training iterations (0: the built-in recipe's 600).")] = 0,
+    iters: Annotated[int, typer.Option(help="Training iterations (0: the built-in recipe's 2200).")] = 0,
     workers: Annotated[int, typer.Option(help="Data-loading worker processes.")] = 1,
+    force: Annotated[bool, typer.Option("--force", help="Replace the outputs of an earlier quickstart in --dir.")] = False,
     device: DeviceOption = "auto",
 ) -> None:
     """Generate sample data, then prepare-voc, train, eval, detect, export-onnx and benchmark it."""
     from ssdcli.cli.main import app
     from ssdcli.data.samples import write_sample_dataset
-    from ssdcli.engine.quickstart import QUICKSTART_ITERS, quickstart_plan
+    from ssdcli.engine.quickstart import QUICKSTART_ITERS, clear_previous_outputs, quickstart_plan
 
+    if iters < 0:
+        raise SsdError(f"--iters {iters}: must be positive (0 picks the built-in recipe)")
     plan = quickstart_plan(dir.resolve(), device=device, iters=iters or QUICKSTART_ITERS, workers=workers)
+    clear_previous_outputs(plan, force)
     started = time.monotonic()
     console.rule("[bold]1. sample data")
     write_sample_dataset(plan.sample_voc)

@@ -47,6 +47,7 @@ class TrainOptions:
     seed: int = 0
     amp: bool | None = None  # default: on for CUDA
     channels_last: bool = False
+    zoom_out: float | None = None  # SSD zoom-out limit (None: the paper's 4; <= 1: off)
     compile: bool = False
     grad_clip: float | None = None
     eval_every: int | None = None  # default: 4 validations per run
@@ -98,6 +99,8 @@ def train(options: TrainOptions, resume: str | None = None, report: Reporter = p
         options = TrainOptions.from_dict(ckpt.train_state["options"])
     if options.iters is not None and options.iters <= 0:
         raise SsdError(f"--iters must be positive (got {options.iters})")
+    if options.zoom_out is not None and not (math.isfinite(options.zoom_out) and 0 < options.zoom_out <= 16):
+        raise SsdError(f"--zoom-out {options.zoom_out}: expected a ratio in (0, 16] (1 turns zoom-out off)")
     device = resolve_device(options.device)
     dist = D.init_distributed(device)
     device = D.local_device(device, dist)
@@ -176,7 +179,7 @@ class _Run:
             self.say(f"resumed {resume} at iteration {self.start_iter}/{self.total}")
         if options.workers is None:
             options.workers = min(8, os.cpu_count() or 1) if device.type == "cuda" else 1
-        dataset = DetectionDataset(train_records, self.model.train_augment(), seed=options.seed)
+        dataset = DetectionDataset(train_records, self.model.train_augment(options.zoom_out), seed=options.seed)
         sampler = ResumableBatchSampler(n, options.batch, options.seed, self.start_iter, self.total, dist.rank, dist.world)
         self.loader = DataLoader(
             dataset, batch_sampler=sampler, num_workers=options.workers, collate_fn=collate_detections,

@@ -84,15 +84,21 @@ class DetectorModel(nn.Module):
     def decode(self, outputs: tuple[torch.Tensor, ...], config: PostprocessConfig = PostprocessConfig()) -> list[Detections]:
         raise NotImplementedError
 
-    def train_augment(self) -> "Callable":
+    def train_augment(self, max_zoom_out: float | None = None) -> "Callable":
         """The training augmentation this family is trained with (default: the SSD paper's, fast path).
 
+        ``max_zoom_out``: the SSD zoom-out ("expansion") ratio limit (None: the paper's 4; 1 or less: no zoom-out);
+        families without a zoom-out step raise :class:`SsdError` when it is given.
         A callable ``(image uint8 [3,H,W], VOC pixel boxes [K,4], labels [K], generator) -> (uint8 [3,S,S],
         relative xyxy boxes [K',4], labels [K'])`` as :class:`ssdcli.data.transforms.SSDTrainAugment`.
         """
         from ssdcli.data.transforms import SSDTrainAugment
 
-        return SSDTrainAugment(self.config.image_size, self.config.preprocess)
+        if max_zoom_out is None:
+            return SSDTrainAugment(self.config.image_size, self.config.preprocess)
+        if max_zoom_out <= 1.0:
+            return SSDTrainAugment(self.config.image_size, self.config.preprocess, zoom_out_p=0.0)
+        return SSDTrainAugment(self.config.image_size, self.config.preprocess, max_zoom_out=float(max_zoom_out))
 
     def export_graph(self, config: PostprocessConfig) -> nn.Module:
         """A module for ONNX export mapping a normalised batch to final detections (decode and NMS or peak

@@ -216,9 +216,11 @@ class CenterNet(DetectorModel):
     ) -> list[Detections]:
         return cn_decode.decode(outputs, config, int(self.settings["max_peaks"]))  # type: ignore[arg-type]
 
-    def train_augment(self) -> CenterNetTrainAugment:
+    def train_augment(self, max_zoom_out: float | None = None) -> CenterNetTrainAugment:
         """The "Objects as Points" training augmentation (random scale/shift, flip, colour jitter, PCA lighting)
-        at the model's input size; see :mod:`.augment`."""
+        at the model's input size; see :mod:`.augment`. It has no SSD zoom-out step (its random scale covers it)."""
+        if max_zoom_out is not None:
+            raise SsdError(f"--zoom-out: {self.config.arch} has no SSD zoom-out step (its augmentation scales randomly)")
         return CenterNetTrainAugment(self.config.image_size, self.config.preprocess)
 
     def export_graph(self, config: PostprocessConfig, with_raw: bool = False) -> nn.Module:
