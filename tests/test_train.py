@@ -129,8 +129,13 @@ def test_bad_inputs_give_one_line_errors(tiny_data, tmp_path):
     assert r.exit_code == 2 and "--time-limit" in r.output
     blocker = tmp_path / "file"
     blocker.write_text("x")
-    r = runner.invoke(app, ["train", "--data", str(tiny_data), "--project", str(blocker / "runs"), "--device", "cpu"])
+    r = runner.invoke(app, ["train", "--data", str(tiny_data), "--batch", "4", "--project", str(blocker / "runs"),
+                            "--device", "cpu"])
     assert r.exit_code == 2 and "cannot create" in r.output
+    # a refused run (too few images for one batch) leaves no run folder behind
+    r = runner.invoke(app, ["train", "--data", str(tiny_data), "--project", str(tmp_path / "runs"), "--device", "cpu"])
+    assert r.exit_code == 2 and "fewer than one batch" in r.output
+    assert not (tmp_path / "runs").exists()
 
 
 def test_cli_train_runs_and_reports(tiny_data, tmp_path):

@@ -125,3 +125,35 @@ def test_train_rejects_bad_zoom_out(tmp_path, bad):
 
     with pytest.raises(SsdError, match="--zoom-out"):
         train(TrainOptions(data=str(tmp_path), arch="ssd-mini", iters=1, zoom_out=bad, device="cpu"), report=lambda m: None)
+
+
+def test_augment_option_picks_the_fast_path_or_the_v2_reference():
+    from ssdcli.data.reference_aug import ReferenceAugment
+    from ssdcli.data.transforms import SSDTrainAugment
+    from ssdcli.engine.trainer import train_transform
+    from ssdcli.errors import SsdError
+
+    model = build_model("ssd-mini", 3)
+    assert isinstance(train_transform(model, None, "fast"), SSDTrainAugment)
+    ref = train_transform(model, None, "reference")
+    assert isinstance(ref, ReferenceAugment) and ref.size == model.config.image_size
+    zooms = [t for t in ref.transform.transforms if type(t).__name__ == "RandomZoomOut"]
+    assert len(zooms) == 1 and tuple(zooms[0].side_range) == (1.0, 4.0)
+    off = train_transform(model, 1.0, "reference")  # --zoom-out 1 means the same in both pipelines
+    assert not [t for t in off.transform.transforms if type(t).__name__ == "RandomZoomOut"]
+    image = torch.full((3, 60, 80), 100, dtype=torch.uint8)
+    out, boxes, labels = ref(image, torch.tensor([[10.0, 10.0, 50.0, 40.0]]), torch.tensor([1]),
+                             torch.Generator().manual_seed(0))
+    assert out.shape == (3, 128, 128) and out.dtype == torch.uint8 and boxes.shape[1] == 4
+    with pytest.raises(SsdError, match="its own augmentation"):
+        train_transform(build_model("centernet-res18", 3, image_size=96), None, "reference")
+
+
+def test_train_rejects_unknown_augment_without_creating_a_run_folder(tmp_path):
+    from ssdcli.engine.trainer import TrainOptions, train
+    from ssdcli.errors import SsdError
+
+    with pytest.raises(SsdError, match="--augment"):
+        train(TrainOptions(data=str(tmp_path), arch="ssd-mini", iters=1, augment="slow", device="cpu",
+                           project=str(tmp_path / "runs")), report=lambda m: None)
+    assert not (tmp_path / "runs").exists()

@@ -150,7 +150,9 @@ def command(
     console.print(
         "[dim]p50/p90: image files in, pixel boxes out; pre: decode + resize + normalise; post: decode + NMS "
         "+ boxes to pixels (in the graph for onnx/tensorrt: part of forward); vs peak: forward time / time of "
-        "the model FLOPs at the measured matmul peak (1x = hardware limit); e2e/fwd: p50 / forward[/]"
+        "the model FLOPs at the measured matmul peak (1x = as fast as a dense matrix product; below 1x the "
+        "convolution library uses fewer multiplies than the model's FLOPs, e.g. Winograd 3x3 kernels); "
+        "e2e/fwd: p50 / forward[/]"
     )
     for note in report.notes:
         console.print(f"[dim]note: {escape(note)}[/]")

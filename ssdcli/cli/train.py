@@ -44,6 +44,7 @@ def command(
     amp: Annotated[Optional[bool], typer.Option("--amp/--no-amp", help="Mixed precision (default on for CUDA).")] = None,
     channels_last: Annotated[bool, typer.Option("--channels-last")] = False,
     zoom_out: Annotated[Optional[float], typer.Option(help="SSD zoom-out limit (default: the paper's 4; 1 turns it off, e.g. for large objects or small inputs).")] = None,
+    augment: Annotated[str, typer.Option(help="fast (the model's own pipeline) or reference (SSD only: the same distribution composed plainly from torchvision.transforms.v2, several times slower).")] = "fast",
     compile: Annotated[bool, typer.Option("--compile", help="torch.compile the model.")] = False,
     grad_clip: Annotated[Optional[float], typer.Option(help="Clip the gradient norm.")] = None,
     eval_every: Annotated[Optional[int], typer.Option(help="Validate every N iterations (default: 4 times per run).")] = None,
@@ -74,7 +75,8 @@ def command(
     options = TrainOptions(
         data=str(Path(data).resolve()) if data else "", arch=arch, iters=iters, epochs=epochs, batch=batch, lr=lr,
         momentum=momentum, weight_decay=weight_decay, optimizer=optimizer, schedule=schedule, warmup_iters=warmup_iters,
-        img_size=img_size, workers=workers, seed=seed, amp=amp, channels_last=channels_last, zoom_out=zoom_out, compile=compile,
+        img_size=img_size, workers=workers, seed=seed, amp=amp, channels_last=channels_last, zoom_out=zoom_out, augment=augment,
+        compile=compile,
         grad_clip=grad_clip, eval_every=eval_every, val_size=val_size, val_split=val_split, val_metric=val_metric,
         weights=weights, backbone_weights=backbone_weights, pretrained_backbone=pretrained_backbone, project=project,
         name=name, time_limit=parse_duration(time_limit), log_every=log_every, device=device,

@@ -48,16 +48,22 @@ class ReferenceAugment:
     """Plain v2 composition; ``__call__`` as :class:`~ssdcli.data.transforms.SSDTrainAugment`.
 
     ``last_min_iou`` holds the crop mode of the latest call (1.0 = the whole canvas was kept).
+    ``max_zoom_out``: the zoom-out ratio limit (None: the paper's 4; 1 or less: no zoom-out).
     """
 
-    def __init__(self, image_size: int, preprocess: Preprocess = IMAGENET, trials: int = 50) -> None:
+    def __init__(
+        self, image_size: int, preprocess: Preprocess = IMAGENET, trials: int = 50, max_zoom_out: float | None = None
+    ) -> None:
         self.size = int(image_size)
         self.iou_crop = v2.RandomIoUCrop(trials=trials)
         self.iou_crop.options = _RecordingOptions(MIN_IOU_OPTIONS)
+        zoom = 4.0 if max_zoom_out is None else float(max_zoom_out)  # as SSDTrainAugment: <= 1 turns zoom-out off
+        fill = list(preprocess.fill_value_uint8())
+        zoom_out = [v2.RandomZoomOut(fill=fill, side_range=(1.0, zoom), p=0.5)] if zoom > 1.0 else []
         self.transform = v2.Compose(
             [
                 v2.RandomPhotometricDistort(p=0.5),
-                v2.RandomZoomOut(fill=list(preprocess.fill_value_uint8()), side_range=(1.0, 4.0), p=0.5),
+                *zoom_out,
                 self.iou_crop,
                 v2.RandomHorizontalFlip(p=0.5),
                 v2.Resize((self.size, self.size), antialias=True),

@@ -27,6 +27,7 @@ from ssdcli.engine.train_log import MetricsLog, memory_mb, plot_curves
 from ssdcli.engine.validation import Validator
 from ssdcli.errors import SsdError
 from ssdcli.io_utils import atomic_write_text
+from ssdcli.models.base import DetectorModel
 
 
 @dataclass
@@ -48,6 +49,7 @@ class TrainOptions:
     amp: bool | None = None  # default: on for CUDA
     channels_last: bool = False
     zoom_out: float | None = None  # SSD zoom-out limit (None: the paper's 4; <= 1: off)
+    augment: str = "fast"  # "fast": the model's own pipeline; "reference": the plain torchvision v2 one (SSD only)
     compile: bool = False
     grad_clip: float | None = None
     eval_every: int | None = None  # default: 4 validations per run
@@ -101,6 +103,8 @@ def train(options: TrainOptions, resume: str | None = None, report: Reporter = p
         raise SsdError(f"--iters must be positive (got {options.iters})")
     if options.zoom_out is not None and not (math.isfinite(options.zoom_out) and 0 < options.zoom_out <= 16):
         raise SsdError(f"--zoom-out {options.zoom_out}: expected a ratio in (0, 16] (1 turns zoom-out off)")
+    if options.augment not in AUGMENT_KINDS:
+        raise SsdError(f"--augment {options.augment}: expected one of {', '.join(AUGMENT_KINDS)}")
     device = resolve_device(options.device)
     dist = D.init_distributed(device)
     device = D.local_device(device, dist)
@@ -140,10 +144,10 @@ class _Run:
                 options.arch, self.classes, options.img_size, options.weights, options.backbone_weights,
                 options.pretrained_backbone, self.say,
             )
-            self.run_dir = self._make_run_dir()
             state = None
             self.start_iter = 0
         self.config = self.model.config
+        transform = train_transform(self.model, options.zoom_out, options.augment)
         self.model.to(device)
         if options.channels_last:
             self.model.to(memory_format=torch.channels_last)
@@ -165,6 +169,8 @@ class _Run:
         self.best_map: float | None = None
         self.last_map: float | None = None
         self.bad_steps = 0
+        if ckpt is None:  # after every check on the options and data: a refused run leaves no folder behind
+            self.run_dir = self._make_run_dir()
         self.log = MetricsLog(self.run_dir / "metrics.jsonl")
         if state is not None:
             self.optimizer.load_state_dict(state["optimizer"])
@@ -179,7 +185,7 @@ class _Run:
             self.say(f"resumed {resume} at iteration {self.start_iter}/{self.total}")
         if options.workers is None:
             options.workers = min(8, os.cpu_count() or 1) if device.type == "cuda" else 1
-        dataset = DetectionDataset(train_records, self.model.train_augment(options.zoom_out), seed=options.seed)
+        dataset = DetectionDataset(train_records, transform, seed=options.seed)
         sampler = ResumableBatchSampler(n, options.batch, options.seed, self.start_iter, self.total, dist.rank, dist.world)
         self.loader = DataLoader(
             dataset, batch_sampler=sampler, num_workers=options.workers, collate_fn=collate_detections,
@@ -328,6 +334,22 @@ class _Run:
         }
         meta = {"iteration": it, "val_map": self.last_map, "val_metric": self.o.val_metric, "dataset": self.o.data}
         save_checkpoint(self.run_dir / name, self.model, train_state=state, meta=meta)
+
+
+AUGMENT_KINDS: tuple[str, ...] = ("fast", "reference")
+
+
+def train_transform(model: DetectorModel, zoom_out: float | None, kind: str = "fast") -> Callable:
+    """The training augmentation: the model's own (``"fast"``) or, for SSD models, the plain
+    ``torchvision.transforms.v2`` composition it reproduces (``"reference"``, slower; for comparisons)."""
+    if kind == "fast":
+        return model.train_augment(zoom_out)
+    if type(model).train_augment is not DetectorModel.train_augment:
+        raise SsdError(f"--augment {kind}: {model.config.arch} brings its own augmentation; the torchvision v2 "
+                       "reference exists for the SSD pipeline only")
+    from ssdcli.data.reference_aug import ReferenceAugment
+
+    return ReferenceAugment(model.config.image_size, model.config.preprocess, max_zoom_out=zoom_out)
 
 
 def _single_thread_worker(_worker_id: int) -> None:
