@@ -33,11 +33,11 @@ from ssdcli.checkpoint import save_checkpoint
 from ssdcli.data.images import read_image
 from ssdcli.deploy.environment import environment_info
 from ssdcli.deploy.onnx_export import export_onnx
-from ssdcli.deploy.runners import OnnxBackend, physical_cores
+from ssdcli.inference.onnx_backend import OnnxBackend, physical_cores
 from ssdcli.deploy.verify import compare_detections
 from ssdcli.models.registry import build_model
 from ssdcli.postprocess import PostprocessConfig
-from ssdcli.predictor import Detector, detections_to_prediction
+from ssdcli.inference import Detector, detections_to_prediction
 
 
 def _timed(fn) -> float:  # type: ignore[no-untyped-def]

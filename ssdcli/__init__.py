@@ -9,17 +9,17 @@ Stable Python API (see README "Python API")::
 from ssdcli.boxes import cxcywh_to_xyxy, decode, encode, xyxy_to_cxcywh
 from ssdcli.checkpoint import load_checkpoint, load_model, save_checkpoint
 from ssdcli.errors import SsdError
+from ssdcli.inference import Detector, Prediction
 from ssdcli.loss import multibox_loss
 from ssdcli.matching import assign_targets
 from ssdcli.models import available_models, build_model
 from ssdcli.postprocess import Detections, PostprocessConfig, postprocess
-from ssdcli.predictor import Detector, Prediction
 from ssdcli.preprocess import Preprocess
 from ssdcli.priors import PriorSpec, make_priors
-
-__version__ = "0.1.0"
+from ssdcli.version import __version__
 
 __all__ = [
+    "__version__",
     "Detector",
     "Detections",
     "Prediction",

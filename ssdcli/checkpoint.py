@@ -12,6 +12,7 @@ Layout (plain dict of tensors and primitives)::
 from __future__ import annotations
 
 import io
+import math
 import os
 import pickle
 from dataclasses import dataclass, field
@@ -19,15 +20,17 @@ from pathlib import Path
 
 import torch
 
-from ssdcli.errors import SsdError
+from ssdcli.errors import SsdError, first_line
 from ssdcli.io_utils import atomic_write
 from ssdcli.models.base import DetectorModel, ModelConfig
-from ssdcli.models.registry import build_from_config
+from ssdcli.models.registry import architecture, build_from_config
 
 CHECKPOINT_FORMAT = "ssdcli-checkpoint"
 CHECKPOINT_VERSION = 1
 _ZIP_MAGIC = b"PK\x03\x04"  # torch.save since 1.6
 _PICKLE_PROTO = b"\x80"  # legacy torch.save: a pickle protocol header
+_MAX_CLASSES = 100_000  # sanity bounds of a stored config (a damaged file must not build a giant model)
+_MAX_IMAGE_SIZE = 8192
 
 
 @dataclass
@@ -80,14 +83,9 @@ def read_weights_file(path: str | os.PathLike) -> object:
                 f"{path}: refused: the file contains pickled Python objects beyond tensors and plain containers; "
                 "loading it could run arbitrary code, so it is not opened (re-save it as a plain state_dict)"
             ) from None
-        raise SsdError(f"{path}: not a PyTorch checkpoint ({_first_line(e)})") from None
+        raise SsdError(f"{path}: not a PyTorch checkpoint ({first_line(e)})") from None
     except Exception as e:  # noqa: BLE001 - any other failure of a foreign file is "not readable", never a traceback
-        raise SsdError(f"{path}: not a readable PyTorch checkpoint (truncated or corrupt?): {_first_line(e)}") from None
-
-
-def _first_line(e: BaseException) -> str:
-    text = str(e).strip()
-    return text.splitlines()[0] if text else type(e).__name__
+        raise SsdError(f"{path}: not a readable PyTorch checkpoint (truncated or corrupt?): {first_line(e)}") from None
 
 
 def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
@@ -98,11 +96,41 @@ def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
         if isinstance(data, dict) and data and all(isinstance(v, torch.Tensor) for v in data.values()):
             hint = " It looks like a plain state_dict from another project: convert it with `ssd convert`."
         raise SsdError(f"{path}: not an ssdcli checkpoint.{hint}")
-    try:
-        config = ModelConfig.from_dict(data["config"])
-    except (KeyError, TypeError, ValueError) as e:
-        raise SsdError(f"{path}: checkpoint config is incomplete ({e})") from None
+    config = config_from_stored(data.get("config"), f"{path}: checkpoint")
+    if not isinstance(data.get("model"), dict) or not all(isinstance(v, torch.Tensor) for v in data["model"].values()):
+        raise SsdError(f"{path}: damaged checkpoint: 'model' is not a dict of tensors")
     return Checkpoint(config=config, model_state=data["model"], train_state=data.get("train_state"), meta=data.get("meta", {}))
+
+
+def config_from_stored(d: object, source: str) -> ModelConfig:
+    """A model config stored in a checkpoint or ONNX metadata -> :class:`ModelConfig`, checked (known
+    architecture, sizes and classes in range, finite preprocessing). Damage: one SsdError starting with ``source``."""
+    try:
+        if not isinstance(d, dict):
+            raise TypeError(f"config is a {type(d).__name__}, not an object")
+        config = ModelConfig.from_dict(d)
+        architecture(config.arch)
+    except SsdError as e:
+        raise SsdError(f"{source} config: {e}") from None
+    except KeyError as e:
+        raise SsdError(f"{source} config is damaged (missing {e})") from None
+    except (TypeError, ValueError, AttributeError, OverflowError) as e:
+        raise SsdError(f"{source} config is damaged ({first_line(e)})") from None
+    pre = config.preprocess
+    problems = [
+        what for what, bad in (
+            (f"num_classes {config.num_classes}", not 2 <= config.num_classes <= _MAX_CLASSES),
+            (f"image_size {config.image_size}", not 16 <= config.image_size <= _MAX_IMAGE_SIZE),
+            (f"{len(config.class_names)} class names for {config.num_classes - 1} classes",
+             bool(config.class_names) and len(config.class_names) != config.num_classes - 1),
+            ("preprocess mean/std", len(pre.mean) != 3 or len(pre.std) != 3 or not all(map(math.isfinite, pre.mean))
+             or not all(math.isfinite(v) and v > 0 for v in pre.std)),
+            (f"pixel_scale {pre.pixel_scale}", not (math.isfinite(pre.pixel_scale) and pre.pixel_scale > 0)),
+        ) if bad
+    ]  # fmt: skip
+    if problems:
+        raise SsdError(f"{source} config is damaged ({'; '.join(problems)})")
+    return config
 
 
 def model_from_checkpoint(ckpt: Checkpoint, path: str | os.PathLike = "<checkpoint>", arch: str | None = None) -> DetectorModel:

@@ -18,6 +18,7 @@ entry.
 from __future__ import annotations
 
 import json
+import numbers
 import os
 from collections import Counter
 from dataclasses import dataclass, field
@@ -28,13 +29,15 @@ from typing import Sequence
 
 import numpy as np
 
-from ssdcli.errors import SsdError
+from ssdcli.errors import SsdError, first_line
 from ssdcli.io_utils import atomic_write_text
 
 __all__ = ["DetectionArrays", "DetectionCheck", "read_detections", "write_detections", "detections_to_arrays"]
 
 _EXAMPLES = 3
 _KEYS = ("image_id", "label", "score", "box")
+_NUMBER_TYPES = {int, float, type(None)}  # None: a missing value, dropped like NaN
+_INT_LIMIT = 10**300  # beyond this an integer has no float64 value
 
 
 @dataclass
@@ -94,6 +97,10 @@ def read_detections(path: str | os.PathLike) -> list[dict]:
         data = json.loads(text)
     except json.JSONDecodeError as e:
         raise SsdError(f"{path}: not valid JSON (line {e.lineno}, column {e.colno}: {e.msg})") from None
+    except RecursionError:
+        raise SsdError(f"{path}: not a detections file (JSON nested too deeply)") from None
+    except ValueError as e:  # e.g. an integer of more digits than Python converts
+        raise SsdError(f"{path}: not valid JSON ({first_line(e)})") from None
     if not isinstance(data, list):
         raise SsdError(f"{path}: expected a JSON list of detections, got a JSON {type(data).__name__}")
     return data
@@ -113,12 +120,16 @@ def _entry_problem(d: object) -> str | None:
             return f"missing key '{key}'"
     if isinstance(d["label"], (list, dict)):
         return "'label' must be a class name"
+    if isinstance(d["image_id"], bool) or not isinstance(d["image_id"], (str, int)):
+        return "'image_id' must be text"
     box = d["box"]
     if not isinstance(box, (list, tuple)) or len(box) != 4:
         return "'box' must be a list [xmin, ymin, xmax, ymax]"
     for v in (*box, d["score"]):
-        if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float))):
-            return f"non-numeric score or box value {v!r}"
+        if v is not None and (isinstance(v, (bool, np.bool_)) or not isinstance(v, numbers.Real)):
+            return f"non-numeric score or box value {str(v)[:40]!r} (numbers only, not text or true/false)"
+        if isinstance(v, int) and not -_INT_LIMIT < v < _INT_LIMIT:
+            return f"score or box value with {len(str(abs(v)))} digits, too large for a number"
     return None
 
 
@@ -148,6 +159,12 @@ def detections_to_arrays(
         ids, labels, score_list, box_list = (list(map(itemgetter(k), detections)) for k in _KEYS)
         if set(map(len, box_list)) != {4}:
             raise ValueError("box length")
+        if not set(map(type, chain(score_list, chain.from_iterable(box_list)))) <= _NUMBER_TYPES:
+            # "0.9" and true would convert silently below; NumPy numbers (from Python callers) are fine
+            for i, d in enumerate(detections):
+                problem = _entry_problem(d)
+                if problem:
+                    raise SsdError(f"{source}: detection #{i}: {problem}")
         scores = np.array(score_list, dtype=np.float64)
         try:
             boxes = np.fromiter(chain.from_iterable(box_list), dtype=np.float64, count=4 * n).reshape(n, 4)
@@ -161,7 +178,7 @@ def detections_to_arrays(
             image_index = np.fromiter(map(index.get, map(str, ids), repeat(-1)), dtype=np.int64, count=n)
         cls_of = {name: i for i, name in enumerate(class_names)}
         class_index = np.fromiter(map(cls_of.get, labels, repeat(-1)), dtype=np.int64, count=n)
-    except (KeyError, TypeError, ValueError) as e:
+    except (KeyError, TypeError, ValueError, OverflowError) as e:
         _raise_first_problem(detections, source, e)
     unknown_img = image_index < 0
     if unknown_img.any():

@@ -13,7 +13,8 @@ class SsdError(Exception):
     exit_code = 2
 
 
-class NotBuiltYet(SsdError):
-    """A subcommand or option that exists in the interface but is not implemented yet."""
-
-    exit_code = 3
+def first_line(e: BaseException, limit: int = 200) -> str:
+    """The first line of ``e``'s message (at most ``limit`` characters), or its type name when it has none:
+    what a one-line error shows of an exception raised by a library."""
+    text = str(e).strip()
+    return (text.splitlines()[0][:limit] if text else "") or type(e).__name__

@@ -24,7 +24,7 @@ import torch
 
 from ssdcli.boxes import VARIANCES, cxcywh_to_xyxy, encode
 from ssdcli.errors import SsdError
-from ssdcli.priors import PRIOR_SPECS, PriorSpec
+from ssdcli.priors import PriorSpec, named_prior_specs
 
 # Relative slack of the candidate filters: float32 rounding differences between the factored and the exact
 # IoU are ~1e-7, so a 1e-4 margin never drops a pair that the exact test would keep.
@@ -139,7 +139,8 @@ _GRID_CACHE: dict[tuple, tuple[torch.Tensor, PriorGrid]] = {}
 
 
 def prior_grid(priors: torch.Tensor, prior_spec: PriorSpec | None = None) -> PriorGrid:
-    """Grid view of ``priors [P,4]`` (cxcywh): from ``prior_spec``, else from a built-in spec that generates
+    """Grid view of ``priors [P,4]`` (cxcywh): from ``prior_spec``, else from a spec registered with
+    :func:`ssdcli.priors.register_prior_spec` that generates
     exactly these priors, else one group per prior (always valid). Cached (the cache compares the priors)."""
     key = (prior_spec, priors.shape[0], priors.dtype, priors.device)
     hit = _GRID_CACHE.get(key)
@@ -147,7 +148,7 @@ def prior_grid(priors: torch.Tensor, prior_spec: PriorSpec | None = None) -> Pri
         return hit[1]
     p = priors.shape[0]
     xyxy = cxcywh_to_xyxy(priors)
-    specs = [prior_spec] if prior_spec is not None else list(dict.fromkeys(PRIOR_SPECS.values()))
+    specs = [prior_spec] if prior_spec is not None else list(dict.fromkeys(named_prior_specs().values()))
     grid = None
     for spec in specs:
         if spec.num_priors() == p:

@@ -12,6 +12,7 @@ import torch
 from torchvision.ops import batched_nms
 
 from ssdcli.boxes import VARIANCES, decode
+from ssdcli.errors import SsdError
 
 
 @dataclass(frozen=True)
@@ -21,10 +22,28 @@ class PostprocessConfig:
     top_k: int = 200  # detections kept per image
     pre_nms_top_k: int = 400  # candidates kept per class and image before NMS (Caffe SSD: 400)
 
+    def validate(self) -> PostprocessConfig:
+        """Return ``self`` when every setting is in range, else raise SsdError naming the CLI option.
+
+        The one check behind ``--conf`` [0, 1), ``--iou`` (0, 1], ``--max-det`` >= 1 and ``--pre-nms-top-k`` >= 1
+        of eval, detect, export-onnx and benchmark.
+        """
+        checks = (
+            ("--conf (score threshold)", self.score_threshold, 0.0 <= self.score_threshold < 1.0, "[0, 1)"),
+            ("--iou (NMS IoU threshold)", self.nms_threshold, 0.0 < self.nms_threshold <= 1.0, "(0, 1]"),
+            ("--max-det (detections per image)", self.top_k, self.top_k >= 1, ">= 1"),
+            ("--pre-nms-top-k (candidates per class)", self.pre_nms_top_k, self.pre_nms_top_k >= 1, ">= 1"),
+        )
+        for name, value, ok, allowed in checks:
+            if not ok:  # NaN fails every comparison, so it lands here too
+                raise SsdError(f"{name} {value}: expected a value in {allowed}")
+        return self
+
 
 @dataclass
 class Detections:
-    """Detections for one image. ``boxes`` are relative xyxy (or pixels after :meth:`to_pixels`)."""
+    """Detections for one image: ``boxes [K,4]`` relative xyxy, ``scores [K]``, 1-based ``labels [K]``
+    (:func:`ssdcli.boxes.relative_to_pixel` maps boxes to an image's VOC pixels)."""
 
     boxes: torch.Tensor  # [K,4]
     scores: torch.Tensor  # [K]

@@ -11,6 +11,8 @@ from dataclasses import asdict, dataclass
 
 import torch
 
+from ssdcli.errors import SsdError
+
 
 @dataclass(frozen=True)
 class PriorSpec:
@@ -77,81 +79,24 @@ def generate_priors(spec: PriorSpec) -> torch.Tensor:
     return priors
 
 
-SSD300_VOC = PriorSpec(
-    image_size=300,
-    feature_maps=(38, 19, 10, 5, 3, 1),
-    steps=(8, 16, 32, 64, 100, 300),
-    min_sizes=(30, 60, 111, 162, 213, 264),
-    max_sizes=(60, 111, 162, 213, 264, 315),
-    aspect_ratios=((2,), (2, 3), (2, 3), (2, 3), (2,), (2,)),
-)
-
-# Original Caffe SSD512 (ssd_pascal_512.py): min_ratio 15, max_ratio 90 over 7 sources, first level 4%/10%.
-SSD512_VOC = PriorSpec(
-    image_size=512,
-    feature_maps=(64, 32, 16, 8, 4, 2, 1),
-    steps=(8, 16, 32, 64, 128, 256, 512),
-    min_sizes=(20.48, 76.8, 153.6, 230.4, 307.2, 384.0, 460.8),
-    max_sizes=(51.2, 153.6, 230.4, 307.2, 384.0, 460.8, 537.6),
-    aspect_ratios=((2,), (2, 3), (2, 3), (2, 3), (2, 3), (2,), (2,)),
-)
+_NAMED_SPECS: dict[str, PriorSpec] = {}
 
 
-def _linear_scales_spec(image_size: int, feature_maps: tuple[int, ...], s_min: float, s_max: float) -> PriorSpec:
-    """SSD-paper scales ``s_k = s_min + (s_max - s_min) k / (m - 1)`` with the extra ``s_m = 1``."""
-    m = len(feature_maps)
-    scales = [s_min + (s_max - s_min) * k / (m - 1) for k in range(m)] + [1.0]
-    return PriorSpec(
-        image_size=image_size,
-        feature_maps=feature_maps,
-        min_sizes=tuple(round(s * image_size, 4) for s in scales[:-1]),
-        max_sizes=tuple(round(s * image_size, 4) for s in scales[1:]),
-        aspect_ratios=tuple((2.0, 3.0) for _ in feature_maps),
-    )
+def register_prior_spec(name: str, spec: PriorSpec) -> None:
+    """Make ``spec`` known under an architecture ``name`` (called by the family that owns it, e.g.
+    :mod:`ssdcli.models.ssd.priors`): ``make_priors(name)`` returns its priors and the matcher tries its grid layout."""
+    _NAMED_SPECS[name] = spec
 
 
-def _halvings(size: int, times: int) -> int:
-    for _ in range(times):  # 3x3 stride-2 convs with padding 1: ceil(size / 2) each
-        size = -(-size // 2)
-    return size
-
-
-def ssdlite_prior_spec(image_size: int = 320) -> PriorSpec:
-    """SSDLite priors for any input size: sources at strides 16 and 32, then four stride-2 extra levels."""
-    f16 = _halvings(image_size, 4)
-    return _linear_scales_spec(image_size, tuple(_halvings(f16, k) for k in range(6)), 0.2, 0.95)
-
-
-def mini_prior_spec(image_size: int = 128) -> PriorSpec:
-    """``ssd-mini`` priors: sources from stride 8 down to 1x1, scales 0.1..0.9, aspect ratios {1, 2, 1/2}."""
-    fms = [_halvings(image_size, 3)]
-    while fms[-1] > 1:
-        fms.append(_halvings(fms[-1], 1))
-    spec = _linear_scales_spec(image_size, tuple(fms), 0.1, 0.9)
-    return PriorSpec(**{**spec.__dict__, "aspect_ratios": tuple((2.0,) for _ in fms)})
-
-
-SSDLITE320 = ssdlite_prior_spec(320)
-SSD_MINI128 = mini_prior_spec(128)
-# Architectures whose priors follow the input size (``--img-size``).
-SIZED_PRIOR_SPECS = {"ssdlite320": ssdlite_prior_spec, "ssd-mini": mini_prior_spec}
-
-PRIOR_SPECS: dict[str, PriorSpec] = {
-    "ssd300": SSD300_VOC,
-    "ssd300-bn": SSD300_VOC,
-    "ssd512": SSD512_VOC,
-    "ssd512-bn": SSD512_VOC,
-    "ssdlite320": SSDLITE320,
-    "ssd-mini": SSD_MINI128,
-}
+def named_prior_specs() -> dict[str, PriorSpec]:
+    """Architecture name -> default prior spec, as registered by the families."""
+    return dict(_NAMED_SPECS)
 
 
 def make_priors(name_or_spec: str | PriorSpec) -> torch.Tensor:
     """Priors ``[P,4]`` cxcywh for an architecture name (e.g. ``"ssd300"``) or an explicit :class:`PriorSpec`."""
-    from ssdcli.errors import SsdError
-
     if isinstance(name_or_spec, PriorSpec):
         return generate_priors(name_or_spec)
-    if name_or_spec not in PRIOR_SPECS:
-        raise SsdError(f"no prior spec for '{name_or_spec}' (known: {', '.join(sorted(PRIOR_SPECS))})")
-    return generate_priors(PRIOR_SPECS[name_or_spec])
+    if name_or_spec not in _NAMED_SPECS:
+        raise SsdError(f"no prior spec for '{name_or_spec}' (known: {', '.join(sorted(_NAMED_SPECS))})")
+    return generate_priors(_NAMED_SPECS[name_or_spec])

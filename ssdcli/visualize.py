@@ -6,7 +6,7 @@ in ORIGINAL-image pixels). The outline's outer edge lies exactly on the box's ex
 outside the box except the label tag.
 
 Pictures may be drawn on a downscaled copy of the image (huge inputs are capped at :data:`MAX_DRAW_SIDE`
-pixels on the longest side, see :func:`fit_for_drawing`); boxes are then mapped through the continuous
+pixels on the longest side when decoded, see :mod:`ssdcli.engine.detect`); boxes are then mapped through the continuous
 coordinates (pixel ``i`` covers ``[i-1, i]``) and rounded. Line width and font size follow the size of the
 picture actually drawn, so a label reads the same on a 200 px and a 4000 px image.
 """
@@ -21,7 +21,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 if TYPE_CHECKING:
-    from ssdcli.predictor import Prediction
+    from ssdcli.inference import Prediction
 
 MAX_DRAW_SIDE = 4096  # longest side of a saved picture; larger inputs are drawn on a downscaled copy
 
@@ -68,16 +68,6 @@ def load_font(size: int) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
             return ImageFont.load_default(size)
         except TypeError:  # Pillow < 10.1 has no sized default font
             return ImageFont.load_default()
-
-
-def fit_for_drawing(image: Image.Image, max_side: int = MAX_DRAW_SIDE) -> Image.Image:
-    """RGB copy of ``image`` with its longest side at most ``max_side`` (aspect kept); small images as is."""
-    image = image if image.mode == "RGB" else image.convert("RGB")
-    w, h = image.size
-    if max(w, h) <= max_side:
-        return image
-    s = max_side / max(w, h)
-    return image.resize((max(1, round(w * s)), max(1, round(h * s))), Image.Resampling.BILINEAR, reducing_gap=2.0)
 
 
 def box_pixels(boxes: np.ndarray, original_size: tuple[int, int], canvas_size: tuple[int, int]) -> np.ndarray:
@@ -153,7 +143,7 @@ def _draw_tag(
 
 
 def draw_prediction(image: Image.Image, prediction: Prediction, show_labels: bool = True) -> Image.Image:
-    """Draw a :class:`ssdcli.predictor.Prediction` (original-image pixels) on ``image`` (original or downscaled)."""
+    """Draw a :class:`ssdcli.inference.Prediction` (original-image pixels) on ``image`` (original or downscaled)."""
     return draw_boxes(
         image,
         prediction.boxes,

@@ -44,19 +44,21 @@ class _TinyBackbone(nn.Module):
 
 
 def _build_tiny(config):  # type: ignore[no-untyped-def]
-    config.extra.setdefault("prior_spec", TINY_SPEC.to_dict())
     return SSD(config, _TinyBackbone(), [16, 16], PriorSpec.from_dict(config.extra["prior_spec"]))
+
+
+def _row(report, engine: str, batch: int | None = None):  # type: ignore[no-untyped-def]
+    return next(r for r in report.rows if r.engine == engine and batch in (None, r.batch))
 
 
 @pytest.fixture(scope="module", autouse=True)
 def tiny_arch():
-    registry.register(TINY, 64)(_build_tiny)
+    registry.register(TINY, 64, default_extra=lambda _size: {"prior_spec": TINY_SPEC.to_dict()})(_build_tiny)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
-    registry._BUILDERS.pop(TINY, None)
-    registry._DEFAULT_SIZES.pop(TINY, None)
+    registry.unregister(TINY)
 
 
 @pytest.fixture(scope="module")
@@ -83,7 +85,7 @@ def test_report_rows_and_skips(ckpt: Path) -> None:
         ("onnx", 3, "ok"),
         ("tensorrt", None, "skipped"),
     ]
-    assert "CUDA" in report.row("tensorrt").reason
+    assert "CUDA" in _row(report, "tensorrt").reason
     for r in report.rows[:4]:
         assert 0 < r.forward_ms <= r.latency_p50_ms <= r.latency_p90_ms
         assert r.pre_ms > 0 and r.post_ms >= 0 and r.peak_ratio > 0
@@ -111,14 +113,14 @@ def test_onnx_weights_compile_failure_and_training(ckpt: Path, monkeypatch: pyte
     report = run_benchmark(
         onnx_path, batches=[2], engines=["torch", "compile", "onnx"], device="cpu", train=True, **FAST
     )
-    assert report.row("torch").status == "skipped" and ".pth" in report.row("torch").reason
-    assert report.row("compile").status == "skipped"
-    assert report.row("onnx", 2).ok
+    assert _row(report, "torch").status == "skipped" and ".pth" in _row(report, "torch").reason
+    assert _row(report, "compile").status == "skipped"
+    assert _row(report, "onnx", 2).ok
     (train,) = report.train
     assert train.status == "ok" and train.batch == 2 and train.images_per_s > 0
 
     report = run_benchmark(ckpt, batches=[1], engines=["compile"], device="cpu", **FAST)
-    assert report.row("compile").status == "skipped" and "no C compiler" in report.row("compile").reason
+    assert _row(report, "compile").status == "skipped" and "no C compiler" in _row(report, "compile").reason
 
 
 def test_accuracy_column(ckpt: Path, tmp_path: Path) -> None:
@@ -131,7 +133,7 @@ def test_accuracy_column(ckpt: Path, tmp_path: Path) -> None:
     report = run_benchmark(
         ckpt, batches=[2], engines=["torch", "onnx"], device="cpu", accuracy_data=tmp_path / "prepared", **FAST
     )
-    torch_map, onnx_map = report.row("torch", 2).map, report.row("onnx", 2).map
+    torch_map, onnx_map = _row(report, "torch", 2).map, _row(report, "onnx", 2).map
     assert torch_map is not None and 0.0 <= torch_map <= 1.0
     assert onnx_map == pytest.approx(torch_map, abs=1e-3)  # within 0.1 mAP points
     other = tmp_path / "other.pth"

@@ -6,6 +6,7 @@ import math
 
 import pytest
 import torch
+from torchvision.ops import box_iou
 
 import ssdcli.models.centernet  # noqa: F401  (registers the architectures)
 from ssdcli.checkpoint import load_model, save_checkpoint
@@ -15,7 +16,6 @@ from ssdcli.models.centernet.decode import decode, decode_fixed, max_filter, mer
 from ssdcli.models.centernet.loss import focal_loss, gather_at
 from ssdcli.models.centernet.targets import draw_gaussians, encode_centernet_targets, gaussian_radius
 from ssdcli.postprocess import PostprocessConfig
-from torchvision.ops import box_iou
 
 S = 128  # input size in tests; output map 32 x 32
 O = S // 4
@@ -309,7 +309,7 @@ def test_onnx_graph_matches_decode(tmp_path) -> None:
     ``decode`` of the ONNX raw outputs (decoding PyTorch's outputs could differ by a near-tie of neighbouring
     heatmap values that the ~1e-6 backend difference flips)."""
     ort = pytest.importorskip("onnxruntime")
-    from ssdcli.deploy.graphs import DETECTION_OUTPUTS, detections_from_outputs
+    from ssdcli.models.export_graph import DETECTION_OUTPUTS, detections_from_outputs
 
     model = _model().eval()
     with torch.no_grad():  # a less flat heatmap than the initialisation

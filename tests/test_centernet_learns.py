@@ -9,20 +9,13 @@ float differences) and a loss falling by more than a third.
 from __future__ import annotations
 
 import pytest
-import torch
 
 from ssdcli.data.prepare import prepare_voc
 from ssdcli.data.samples import SAMPLE_CLASSES, write_sample_dataset
 from ssdcli.engine.trainer import TrainOptions, train
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """The thresholds were measured single-threaded (deterministic for the seed)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.mark.slow

@@ -12,19 +12,13 @@ import ssdcli.checkpoint as checkpoint_mod
 from ssdcli.checkpoint import load_checkpoint, load_model, read_weights_file, save_checkpoint
 from ssdcli.errors import SsdError
 from ssdcli.models import build_model
+from ssdcli.models.ssd.priors import PRIOR_SPECS
 from ssdcli.preprocess import CAFFE_BGR
-from ssdcli.priors import PRIOR_SPECS
 
 CALLS: list[str] = []
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():  # noqa: ANN202
-    """One intra-op thread: on a shared, busy 2-core machine two threads make every op many times slower."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread_module")
 
 
 def _record(what: str) -> None:

@@ -15,20 +15,14 @@ from ssdcli.boxes import relative_to_pixel
 from ssdcli.cli.main import app
 from ssdcli.device import resolve_device
 from ssdcli.errors import SsdError
+from ssdcli.inference import Detector, TorchBackend
 from ssdcli.models import build_model
 from ssdcli.postprocess import PostprocessConfig
-from ssdcli.predictor import Detector, TorchBackend
 
 COMMANDS = ["prepare-voc", "train", "eval", "detect", "export-onnx", "benchmark", "quickstart", "convert"]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():  # noqa: ANN202
-    """One intra-op thread: on a shared, busy 2-core machine two threads make every op many times slower."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_help_lists_every_command() -> None:

@@ -514,7 +514,7 @@ def test_cli_bad_inputs_are_one_line_errors(amdegroot_file, tmp_path: Path) -> N
         ([str(broken), "-o", out, "--from", "amdegroot"], "unexpected keys extras.8.weight"),
         ([str(evil), "-o", out], "refused"),
         ([str(tmp_path / "missing.pth"), "-o", out], "not found"),
-        ([str(src), "-o", out, "--from", "caffe"], "unknown format"),
+        ([str(src), "-o", out, "--from", "caffe"], "'caffe' is not one of"),
         ([str(unknown), "-o", out, "--from", "torchvision"], "found keys encoder.conv.weight"),
     ]
     for args, expected in cases:

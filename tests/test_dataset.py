@@ -12,21 +12,16 @@ from PIL import Image
 from torch.utils.data import DataLoader
 
 from ssdcli.data.dataset import DetectionDataset, collate_detections, load_sample, sample_generator
-from ssdcli.data.images import read_image
+from ssdcli.data.images import read_image, resize_square
 from ssdcli.data.records import ImageRecord
-from ssdcli.data.transforms import SSDEvalTransform, SSDTrainAugment
+from ssdcli.data.transforms import SSDTrainAugment, voc_to_continuous
 from ssdcli.errors import SsdError
 
 RACCOON = Path(__file__).resolve().parents[2] / "shared/datasets/raccoon"
 S = 96
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread_module")
 
 
 def _picture(w: int, h: int, seed: int) -> tuple[Image.Image, list[list[float]]]:
@@ -133,10 +128,17 @@ def test_reduced_decoding_differs_only_by_interpolation(records):
     assert reduced >= 8  # 1600x1200 into 96x96: nearly every draw decodes at 1/2 .. 1/8
 
 
+def _eval_transform(image, boxes, labels, generator=None):
+    """Warp to S x S, VOC pixel boxes -> relative xyxy (what validation does)."""
+    h, w = image.shape[-2:]
+    rel = torch.from_numpy((voc_to_continuous(boxes) / [w, h, w, h]).clip(0, 1).astype("float32")).reshape(-1, 4)
+    return resize_square(image, S), rel, torch.as_tensor(labels, dtype=torch.int64).reshape(-1)
+
+
 def test_difficult_dropped_unless_kept(records):
-    ds = DetectionDataset(records, SSDEvalTransform(S))
+    ds = DetectionDataset(records, _eval_transform)
     assert ds[0][1].shape[0] == 1 and ds[0][2].tolist() == [1]
-    kept = DetectionDataset(records, SSDEvalTransform(S), keep_difficult=True)
+    kept = DetectionDataset(records, _eval_transform, keep_difficult=True)
     assert kept[0][1].shape[0] == 2
     img, boxes, _ = kept[4]  # EXIF-rotated: boxes are in displayed coordinates, as read_image returns
     assert img.shape == (3, S, S) and read_image(records[4].path).shape == (3, 240, 160)

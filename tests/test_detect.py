@@ -20,9 +20,10 @@ from ssdcli import build_model, save_checkpoint
 from ssdcli.boxes import pixel_to_relative, relative_to_pixel
 from ssdcli.engine.detect import collect_inputs, load_for_detect, run_detect
 from ssdcli.errors import SsdError
+from ssdcli.inference import Detector
 from ssdcli.models.base import ModelConfig
 from ssdcli.postprocess import Detections
-from ssdcli.predictor import Detector
+from ssdcli.reporting import RecordingReporter
 from ssdcli.visualize import MAX_DRAW_SIDE, class_color, style_for
 
 # relative xyxy boxes returned for every image: a cat (shown at conf 0.5) and a dog (only in --json)
@@ -107,10 +108,11 @@ def test_batches_progress_and_formats(tmp_path: Path, stub: Detector) -> None:
     save(folder / "pic3.webp")
     save(folder / "pal.PNG", mode="P")
     Image.fromarray(np.full((50, 60), 40000, dtype=np.uint16)).save(folder / "deep16.png")  # 16-bit grayscale
-    calls: list[tuple[int, int]] = []
-    summary = run_detect(stub, [str(folder)], tmp_path / "vis", batch_size=4, progress=lambda *a: calls.append(a))
+    calls = RecordingReporter()
+    summary = run_detect(stub, [str(folder)], tmp_path / "vis", batch_size=4, reporter=calls)
     assert summary.processed == 7 and not summary.skipped
-    assert stub.backend.batches == [4, 3] and calls[0] == (0, 7) and calls[-1] == (7, 7)
+    assert stub.backend.batches == [4, 3] and calls.totals("detect") == [7] and calls.done("detect") == 7
+    assert [e[2] for e in calls.events if e[0] == "advance"] == [4, 3] and calls.events[-1] == ("end", "detect")
     names = ["deep16.png", "gray.png", "pal.PNG", "pic.bmp", "pic2.tiff", "pic3.webp", "rgba.png"]
     assert sorted(p.name for p in (tmp_path / "vis").iterdir()) == names
     assert Image.open(tmp_path / "vis" / "gray.png").mode == "RGB"
@@ -192,7 +194,7 @@ def test_outputs_never_overwrite_inputs(tmp_path: Path, stub: Detector) -> None:
     assert sorted(p.name for p in folder.iterdir()) == ["a.png"]
     # --out inside the input folder with --recursive: earlier pictures are not read back as inputs
     run_detect(stub, [str(folder)], folder / "vis", recursive=True)
-    summary = run_detect(stub, [str(folder)], folder / "vis", recursive=True)
+    summary = run_detect(stub, [str(folder)], folder / "vis", recursive=True, force=True)  # replaces its pictures
     assert summary.processed == 1
 
 

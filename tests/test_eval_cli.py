@@ -17,9 +17,10 @@ from ssdcli.data.records import ImageRecord, write_split
 from ssdcli.detections_io import write_detections
 from ssdcli.engine.evaluator import evaluate_detections, evaluate_detector
 from ssdcli.errors import SsdError
+from ssdcli.inference import Detector, TorchBackend
 from ssdcli.models import build_model
 from ssdcli.postprocess import PostprocessConfig
-from ssdcli.predictor import Detector, TorchBackend
+from ssdcli.reporting import RecordingReporter
 
 CLASSES = ["cat", "dog"]
 runner = CliRunner()
@@ -78,7 +79,7 @@ def test_eval_weights_end_to_end_and_detections_file_agree(setup, tmp_path):
     assert r.exit_code == 0, r.output
     assert "score >= 0.01" in r.stdout and "NMS IoU 0.45" in r.stdout and "top 200" in r.stdout
     assert "11-point" in r.stdout and "all-points" in r.stdout and "pycocotools" in r.stdout
-    assert "mAP voc07" in r.stdout and "COCO" in r.stdout
+    assert "mAP@0.5 (voc07)" in r.stdout and "COCO" in r.stdout
     report = json.loads(res_json.read_text())
     assert report["primary"] == "voc07" and report["map"] is not None
     assert report["settings"]["score_threshold"] == 0.01 and report["settings"]["top_k"] == 200
@@ -107,12 +108,13 @@ def test_eval_weights_end_to_end_and_detections_file_agree(setup, tmp_path):
 
 def test_evaluate_detector_with_workers_matches_in_process(setup):
     det = setup["detector"]
-    done = []
+    done = RecordingReporter()
     a = evaluate_detections(setup["dets"], setup["records"], CLASSES, ("voc12",))
     # decoding in a worker process, and a dataset listing the same classes in another order (matched by name)
     swapped = [dataclasses.replace(r, labels=3 - r.labels) for r in setup["records"]]
-    b = evaluate_detector(det, swapped, CLASSES[::-1], ("voc12",), batch_size=4, workers=1, progress=done.append)
-    assert sum(done) == len(setup["records"]) and b.settings["top_k"] == 200
+    b = evaluate_detector(det, swapped, CLASSES[::-1], ("voc12",), batch_size=4, workers=1, reporter=done)
+    assert done.totals("eval") == [done.done("eval")] == [len(setup["records"])]
+    assert done.kinds("eval") == ["start", "advance", "end"] and b.settings["top_k"] == 200
     assert a.map == b.map and a.map > 0
     with pytest.raises(SsdError, match=r"model classes \[cat, dog\] do not match"):
         evaluate_detector(det, setup["records"], ["cat", "bird"])
@@ -133,12 +135,14 @@ def test_eval_bad_inputs(setup, tmp_path):
     r = run_file('[{"image_id": "im0",')
     assert r.exit_code == 2 and "d.json: not valid JSON" in r.stderr and len(r.stderr.strip().splitlines()) == 1
     r = run_file([])
-    assert r.exit_code == 0 and "no detections" in r.output and "mAP voc07 = 0.00" in r.output
+    assert r.exit_code == 0 and "no detections" in r.output and "mAP@0.5 (voc07) = 0.0000" in r.output
     good = {"image_id": "im0", "label": "cat", "score": 0.9, "box": [1, 1, 64, 48]}
-    r = run_file([good, {**good, "label": "zebra"}, {**good, "box": [1, None, 64, 48]}, {**good, "score": "nan"}])
+    r = run_file([good, {**good, "label": "zebra"}, {**good, "box": [1, None, 64, 48]}, {**good, "score": float("nan")}])  # NaN
     assert r.exit_code == 0, r.output
     assert "ignored 1 detections of 1 unknown classes: 'zebra'" in r.output
     assert "dropped 2 detections with a NaN/Inf" in r.output
+    r = run_file([good, {**good, "score": "0.9"}])  # numbers only: text would convert silently
+    assert r.exit_code == 2 and "detection #1: non-numeric score" in r.output
     r = run_file([good], "--metric", "voc2007")
     assert r.exit_code == 2 and "unknown metric" in r.output
     r = run_file([good], "--split", "val")

@@ -13,8 +13,8 @@ from PIL import Image
 
 from ssdcli.checkpoint import load_checkpoint, save_checkpoint
 from ssdcli.deploy.onnx_export import export_onnx
+from ssdcli.inference import Detector
 from ssdcli.models.registry import build_model
-from ssdcli.predictor import Detector
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 

@@ -19,16 +19,17 @@ from typer.testing import CliRunner
 
 from ssdcli.checkpoint import save_checkpoint
 from ssdcli.cli.main import app
-from ssdcli.deploy.graphs import DETECTION_OUTPUTS, detections_from_outputs, ssd_export_graph
 from ssdcli.deploy.onnx_export import export_onnx, read_metadata
-from ssdcli.deploy.runners import OnnxBackend
 from ssdcli.deploy.verify import compare_detections
 from ssdcli.errors import SsdError
+from ssdcli.inference import Detector
+from ssdcli.inference.onnx_backend import OnnxBackend
 from ssdcli.models import registry
+from ssdcli.models.export_graph import DETECTION_OUTPUTS, detections_from_outputs
 from ssdcli.models.registry import build_model
 from ssdcli.models.ssd import SSD
+from ssdcli.models.ssd.graph import ssd_export_graph
 from ssdcli.postprocess import PostprocessConfig
-from ssdcli.predictor import Detector
 from ssdcli.priors import PriorSpec
 
 TINY = "tiny-export-test-ssd"
@@ -56,19 +57,17 @@ class _TinyBackbone(nn.Module):
 
 
 def _build_tiny(config):  # type: ignore[no-untyped-def]
-    config.extra.setdefault("prior_spec", TINY_SPEC.to_dict())
     return SSD(config, _TinyBackbone(), [16, 16], PriorSpec.from_dict(config.extra["prior_spec"]))
 
 
 @pytest.fixture(scope="module", autouse=True)
 def tiny_arch():
-    registry.register(TINY, 64)(_build_tiny)
+    registry.register(TINY, 64, default_extra=lambda _size: {"prior_spec": TINY_SPEC.to_dict()})(_build_tiny)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # tiny tensors: threading only costs time on a busy machine
     yield
     torch.set_num_threads(threads)
-    registry._BUILDERS.pop(TINY, None)
-    registry._DEFAULT_SIZES.pop(TINY, None)
+    registry.unregister(TINY)
 
 
 def tiny_model(num_classes: int = 3, seed: int = 0) -> SSD:

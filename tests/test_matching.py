@@ -8,16 +8,10 @@ import torch
 from ssdcli.boxes import cxcywh_to_xyxy, decode, encode
 from ssdcli.errors import SsdError
 from ssdcli.matching import assign_targets, pad_ground_truth, prior_grid
-from ssdcli.priors import SSD300_VOC, PriorSpec, generate_priors, make_priors
+from ssdcli.models.ssd.priors import SSD300_VOC
+from ssdcli.priors import PriorSpec, generate_priors, make_priors
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():  # noqa: ANN202
-    """One intra-op thread: on a shared, busy 2-core machine two threads make every op many times slower."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 PRIORS = make_priors("ssd300")

@@ -8,16 +8,10 @@ from torch import nn
 
 from ssdcli.errors import SsdError
 from ssdcli.models import available_models, build_model
-from ssdcli.priors import PRIOR_SPECS, make_priors
+from ssdcli.models.ssd.priors import PRIOR_SPECS
+from ssdcli.priors import make_priors
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():  # noqa: ANN202
-    """One intra-op thread: on a shared, busy 2-core machine two threads make every op many times slower."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 SSD_MODELS = [m for m in available_models() if not m.startswith("centernet")]  # CenterNet is tested elsewhere

@@ -12,13 +12,7 @@ from ssdcli.postprocess import Detections, PostprocessConfig, postprocess, selec
 from ssdcli.priors import make_priors
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():  # noqa: ANN202
-    """One intra-op thread: on a shared, busy 2-core machine two threads make every op many times slower."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 PRIORS = make_priors("ssd300")

@@ -4,20 +4,19 @@ from __future__ import annotations
 
 import pytest
 import torch
-from torch import nn
 
 from ssdcli.boxes import relative_to_pixel
 from ssdcli.data.images import resize_square
-from ssdcli.models.base import ModelConfig
+from ssdcli.inference import Detector, TorchBackend
+from ssdcli.models.base import DetectorModel, ModelConfig
 from ssdcli.postprocess import Detections, PostprocessConfig
-from ssdcli.predictor import Detector, TorchBackend
 from ssdcli.preprocess import Preprocess
 
 S = 16
 LEFT, RIGHT = torch.tensor([0.0, 0.0, 0.5, 1.0]), torch.tensor([0.5, 0.0, 1.0, 1.0])
 
 
-class HalvesModel(nn.Module):
+class HalvesModel(DetectorModel):
     """Scores a box over each image half by the half's mean brightness: outputs ``([N,2] = left, right mean,)``."""
 
     def __init__(self) -> None:
@@ -38,6 +37,8 @@ class HalvesModel(nn.Module):
 
 class FlipHalvesModel(HalvesModel):
     """With CenterNet's hook: one pass over the batch and its mirror image, merged to ``forward``'s format."""
+
+    supports_flip_test = True
 
     def __init__(self) -> None:
         super().__init__()

@@ -15,6 +15,7 @@ from ssdcli.cli.main import app
 from ssdcli.data.prepare import StrictFailure, prepare_voc
 from ssdcli.data.records import load_prepared
 from ssdcli.errors import SsdError
+from ssdcli.reporting import RecordingReporter
 
 RACCOON = Path(__file__).resolve().parents[2] / "shared/datasets/raccoon"
 W, H = 60, 40
@@ -91,7 +92,7 @@ def quirky(tmp_path: Path) -> Path:
 
 def test_every_quirk_is_handled_and_counted(quirky: Path, tmp_path: Path):
     out = tmp_path / "out"
-    report = prepare_voc(quirky, out, classes=["cat", "dog"])
+    report = prepare_voc(quirky, out, classes=["cat", "dog"], val_fraction=0.0)
     p = {k: v.count for k, v in report.problems.items()}
     assert p == {
         "missing_image": 1, "truncated_image": 1, "bad_annotation": 1, "missing_annotation": 1, "invalid_box": 1,
@@ -227,13 +228,11 @@ def test_parallel_parsing_matches_serial(tmp_path: Path, monkeypatch):
 
 
 def test_progress_is_advanced(tmp_path: Path):
-    from rich.console import Console
-    from rich.progress import Progress
-
     folder = clean_folder(tmp_path / "d")
-    with Progress(console=Console(file=open(tmp_path / "log", "w"))) as progress:
-        prepare_voc(folder, None, classes="auto", progress=progress)
-    assert progress.tasks[0].completed == progress.tasks[0].total == 5
+    reporter = RecordingReporter()
+    prepare_voc(folder, None, classes="auto", reporter=reporter)
+    assert reporter.totals("read annotations") == [5] and reporter.done("read annotations") == 5
+    assert reporter.kinds("read annotations") == ["start", "advance", "end"]
 
 
 runner = CliRunner()
@@ -277,10 +276,11 @@ def test_raccoon_end_to_end(tmp_path: Path):
     assert "raccoon" in result.output and "--classes auto" in result.output
     ds = load_prepared(out)
     assert ds.classes == ["raccoon"]
-    train, test = ds.split("train"), ds.split("test")
-    assert (len(train), len(test)) == (160, 40)
-    assert sum(len(r.labels) for r in train + test) == 217
-    for r in train + test:
+    train, val, test = ds.split("train"), ds.split("val"), ds.split("test")
+    assert (len(train), len(val), len(test)) == (144, 16, 40)  # 10% of trainval held out as val by default
+    assert not {r.id for r in train} & {r.id for r in val}
+    assert sum(len(r.labels) for r in train + val + test) == 217
+    for r in train + val + test:
         assert Path(r.path).is_file()
         assert (r.boxes[:, :2] >= 1).all() and (r.boxes[:, 2] <= r.width).all() and (r.boxes[:, 3] <= r.height).all()
 

@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from ssdcli.errors import SsdError
-from ssdcli.priors import PRIOR_SPECS, SSD300_VOC, SSD512_VOC, SSDLITE320, PriorSpec, generate_priors, make_priors
+from ssdcli.models.ssd.priors import PRIOR_SPECS, SSD300_VOC, SSD512_VOC, SSDLITE320
+from ssdcli.priors import PriorSpec, generate_priors, make_priors
 
 
 def reference_prior_box(

@@ -4,22 +4,29 @@ says. (The full recipe's time and mAP are measured by hand and quoted in the REA
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
 from typer.testing import CliRunner
 
 from ssdcli.cli.main import app
-from ssdcli.engine.quickstart import QUICKSTART_ITERS, quickstart_plan
+from ssdcli.engine.quickstart import quickstart_plan
+from ssdcli.models.registry import recipe_for
 
 ENV = {"COLUMNS": "200", "NO_COLOR": "1"}
 
 
-def test_plan_is_the_measured_recipe_and_repeatable_commands(tmp_path) -> None:
+def test_plan_trains_with_the_bare_command_and_ssd_minis_recipe_is_the_measured_one(tmp_path) -> None:
     plan = quickstart_plan(tmp_path / "qs", device="cpu")
     assert [s.argv[0] for s in plan.steps] == ["prepare-voc", "train", "eval", "detect", "export-onnx", "benchmark"]
     train = plan.steps[1].argv
-    assert train[train.index("--iters") + 1] == str(QUICKSTART_ITERS)
-    assert "--channels-last" in train and train[train.index("--zoom-out") + 1] == "1"
+    assert train[train.index("--arch") + 1] == "ssd-mini"
+    assert not {"--iters", "--lr", "--optimizer", "--batch", "--zoom-out"} & set(train)  # the recipe decides
+    recipe = recipe_for("ssd-mini", "scratch")
+    assert (recipe.optimizer, recipe.lr, recipe.batch, recipe.weight_decay, recipe.schedule, recipe.zoom_out,
+            recipe.channels_last) == ("adamw", 3e-3, 16, 0.05, "cosine", 1.0, True)  # fmt: skip
+    assert math.ceil(recipe.epochs * (300 // 16)) == 2200  # 2200 iterations of 16 on the 300 sample training images
+    assert "--iters" in quickstart_plan(tmp_path / "qs", device="cpu", iters=4).steps[1].argv
     # every later step reads what the training step writes
     best = str(plan.run_dir / "best.pth")
     assert all(best in s.argv for s in plan.steps[2:4]) and best in plan.steps[4].argv

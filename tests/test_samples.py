@@ -76,7 +76,7 @@ def test_boxes_are_tight_around_the_drawn_shape(monkeypatch):
 
 def test_parses_back_with_zero_problems(tmp_path: Path):
     root = write_sample_dataset(tmp_path / "s", 12, 5, seed=1)
-    report = prepare_voc(root, tmp_path / "prepared", classes=list(SAMPLE_CLASSES), strict=True)
+    report = prepare_voc(root, tmp_path / "prepared", classes=list(SAMPLE_CLASSES), strict=True, val_fraction=0.0)
     assert report.problems == {}
     assert report.splits["train"].images == 12 and report.splits["test"].images == 5
     assert report.splits["train"].objects == sum(report.splits["train"].class_objects) >= 12

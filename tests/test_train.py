@@ -13,8 +13,7 @@ from typer.testing import CliRunner
 
 from ssdcli.checkpoint import load_checkpoint, save_checkpoint
 from ssdcli.cli.main import app
-from ssdcli.data.prepare import prepare_voc
-from ssdcli.data.samples import SAMPLE_CLASSES, write_sample_dataset
+from ssdcli.data.samples import SAMPLE_CLASSES
 from ssdcli.engine.trainer import TrainOptions, train
 from ssdcli.errors import SsdError
 from ssdcli.models import build_model
@@ -23,19 +22,11 @@ ARCH, SIZE = "ssdlite320", 96
 
 
 @pytest.fixture(scope="module")
-def tiny_data(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("tiny")
-    write_sample_dataset(root / "voc", num_train=16, num_test=4, image_size=(96, 128), seed=1)
-    prepare_voc(root / "voc", root / "prepared", classes=list(SAMPLE_CLASSES))
-    return root / "prepared"
+def tiny_data(prepared_sample) -> Path:
+    return prepared_sample(16, 4, image_size=(96, 128), seed=1)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _options(data: Path, project: Path, **kw) -> TrainOptions:
@@ -66,22 +57,28 @@ def test_resume_is_bit_exact(tiny_data, tmp_path):
 
 
 def test_ctrl_c_saves_a_resumable_checkpoint(tiny_data, tmp_path, monkeypatch):
-    from ssdcli.engine import trainer as T
+    """A Ctrl-C during step 3 is a request: step 3 completes, last.pth is saved at 3 (real signals: see
+    tests/test_train_signals.py)."""
+    import signal
 
+    from ssdcli.engine import trainer as T
+    from ssdcli.engine.interrupts import StopRequests
+
+    stops = StopRequests()
     real_step = T._Run._step
     calls = {"n": 0}
 
     def step(self, *a):
         calls["n"] += 1
         if calls["n"] == 3:
-            raise KeyboardInterrupt
+            stops.request(signal.SIGINT)
         return real_step(self, *a)
 
     monkeypatch.setattr(T._Run, "_step", step)
-    result = train(_options(tiny_data, tmp_path), report=lambda m: None)
-    assert result.stopped == "interrupted" and result.iteration == 2
+    result = train(_options(tiny_data, tmp_path), report=lambda m: None, stops=stops)
+    assert result.stopped == "interrupted" and result.iteration == 3 and result.exit_code == 130
     state = load_checkpoint(result.run_dir / "last.pth").train_state
-    assert state["iteration"] == 2
+    assert state["iteration"] == 3
 
 
 def test_nan_guard_skips_then_stops_keeping_last_good_checkpoint(tiny_data, tmp_path, monkeypatch):
@@ -124,7 +121,7 @@ def test_bad_inputs_give_one_line_errors(tiny_data, tmp_path):
     r = runner.invoke(app, ["train", "--data", str(tmp_path / "missing"), "--device", "cpu"])
     assert r.exit_code == 2 and "not found" in r.output and "Traceback" not in r.output
     r = runner.invoke(app, ["train", "--data", str(tiny_data), "--iters", "0", "--device", "cpu"])
-    assert r.exit_code == 2 and "--iters must be positive" in r.output
+    assert r.exit_code == 2 and "--iters 0: outside the allowed range >= 1" in r.output
     r = runner.invoke(app, ["train", "--data", str(tiny_data), "--time-limit", "soon"])
     assert r.exit_code == 2 and "--time-limit" in r.output
     blocker = tmp_path / "file"
@@ -133,7 +130,8 @@ def test_bad_inputs_give_one_line_errors(tiny_data, tmp_path):
                             "--device", "cpu"])
     assert r.exit_code == 2 and "cannot create" in r.output
     # a refused run (too few images for one batch) leaves no run folder behind
-    r = runner.invoke(app, ["train", "--data", str(tiny_data), "--project", str(tmp_path / "runs"), "--device", "cpu"])
+    r = runner.invoke(app, ["train", "--data", str(tiny_data), "--batch", "64", "--project", str(tmp_path / "runs"),
+                            "--device", "cpu"])  # fmt: skip
     assert r.exit_code == 2 and "fewer than one batch" in r.output
     assert not (tmp_path / "runs").exists()
 

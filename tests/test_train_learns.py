@@ -12,7 +12,6 @@ from __future__ import annotations
 import os
 
 import pytest
-import torch
 
 from ssdcli.data.prepare import prepare_voc
 from ssdcli.data.samples import SAMPLE_CLASSES, write_sample_dataset
@@ -21,13 +20,7 @@ from ssdcli.engine.trainer import TrainOptions, train
 FULL = bool(os.environ.get("SSD_TEST_FULL"))
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """The thresholds were measured single-threaded (deterministic for the seed)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.mark.slow

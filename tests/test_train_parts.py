@@ -15,7 +15,7 @@ from ssdcli.engine.runs import new_run_dir
 from ssdcli.engine.sampler import ResumableBatchSampler
 from ssdcli.engine.schedule import LRSchedule
 from ssdcli.models import build_model
-from ssdcli.models.vgg import L2Norm
+from ssdcli.models.ssd.vgg import L2Norm
 
 
 def test_step_schedule_matches_paper_recipe():

@@ -11,13 +11,12 @@ import pytest
 import torch
 from torchvision.transforms.v2 import functional as TF
 
-from ssdcli.boxes import box_iou, pixel_to_relative
-from ssdcli.data.images import read_image, resize_square
+from ssdcli.boxes import box_iou
+from ssdcli.data.images import read_image
 from ssdcli.data.reference_aug import ReferenceAugment, reference_geometry, reference_photometric
 from ssdcli.data.transforms import (
     MIN_IOU_OPTIONS,
     PhotometricParams,
-    SSDEvalTransform,
     SSDTrainAugment,
     photometric_distort,
     sample_photometric,
@@ -53,13 +52,7 @@ def raccoon_samples(n: int) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tens
     return out
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: one intra-op thread is much faster than two on a busy 2-core machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread_module")
 
 
 def gen(seed: int) -> torch.Generator:
@@ -291,8 +284,3 @@ def test_render_from_reduced_source_matches_full():
     assert seen >= 10
 
 
-def test_eval_transform():
-    img, boxes, labels = scene(160, 120)
-    out, b, lab = SSDEvalTransform(64)(img, boxes, labels)
-    assert torch.equal(out, resize_square(img, 64))
-    assert torch.allclose(b, pixel_to_relative(boxes, 160, 120)) and torch.equal(lab, labels)

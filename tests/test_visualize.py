@@ -6,15 +6,13 @@ import numpy as np
 import pytest
 from PIL import Image, ImageFont
 
-from ssdcli.predictor import Prediction
+from ssdcli.inference import Prediction
 from ssdcli.visualize import (
-    MAX_DRAW_SIDE,
     PALETTE,
     box_pixels,
     class_color,
     draw_boxes,
     draw_prediction,
-    fit_for_drawing,
     load_font,
     style_for,
     text_color,
@@ -120,13 +118,6 @@ def test_draw_prediction_uses_original_size() -> None:
     # continuous x 200..1000 -> 40..200, y 100..600 -> 20..120
     expected = ring((200, 400), 40, 20, 199, 119, style_for(400, 200)[0])
     np.testing.assert_array_equal(painted(canvas, class_color(2)), expected)
-
-
-def test_fit_for_drawing_caps_longest_side() -> None:
-    small = Image.new("L", (300, 200))
-    assert fit_for_drawing(small).size == (300, 200) and fit_for_drawing(small).mode == "RGB"
-    big = fit_for_drawing(Image.new("RGB", (MAX_DRAW_SIDE * 2, 1000)))
-    assert big.size == (MAX_DRAW_SIDE, 500)
 
 
 def test_draw_needs_rgb_and_accepts_no_boxes() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import enum
 import json
 from pathlib import Path
 from typing import Annotated, Optional
@@ -9,12 +10,24 @@ from typing import Annotated, Optional
 import typer
 from rich import box
 from rich.markup import escape
-from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from ssdcli.cli.console import console
-from ssdcli.cli.options import DeviceOption
+from ssdcli.cli.options import (
+    ConfOption,
+    DeviceOption,
+    ForceOption,
+    IouOption,
+    MaxDetOption,
+    OptionValueError,
+    WeightsOption,
+    comma_choices,
+    postprocess_config,
+    ranged_option,
+)
+from ssdcli.cli.progress import reporting
 from ssdcli.errors import SsdError
+from ssdcli.io_utils import check_output
 
 
 def _ints(spec: str, option: str) -> list[int]:
@@ -33,63 +46,75 @@ def _f(value: float | None, fmt: str | None = None) -> str:
     return f"{value:.0f}" if abs(value) >= 100 else f"{value:.1f}" if abs(value) >= 10 else f"{value:.2f}"
 
 
+class Engine(str, enum.Enum):
+    torch = "torch"
+    compile = "compile"
+    onnx = "onnx"
+    tensorrt = "tensorrt"
+
+
+def _batch_list(value: str) -> str:
+    try:
+        sizes = _ints(value, "--batch")
+    except SsdError:
+        sizes = []
+    if not sizes or any(b < 1 for b in sizes):
+        raise OptionValueError(f"{value}: expected comma-separated batch sizes >= 1, e.g. 1,8,32")
+    return value
+
+
 def command(
-    weights: Annotated[
-        str, typer.Option("--weights", "-w", help="Native checkpoint (.pth) or exported model (.onnx).")
-    ],
-    batch: Annotated[str, typer.Option("--batch", help="Comma-separated batch sizes.")] = "1,8,32",
-    engines: Annotated[
-        str, typer.Option("--engines", help="Comma-separated: torch, compile, onnx, tensorrt.")
-    ] = "torch,compile,onnx,tensorrt",
+    weights: WeightsOption,
+    batch: Annotated[str, typer.Option(
+        "--batch", callback=_batch_list, help="Comma-separated batch sizes (each >= 1).")] = "1,8,32",
+    engines: Annotated[str, typer.Option(
+        "--engines", callback=comma_choices(Engine, "engine"),
+        help="Comma-separated: torch, compile, onnx, tensorrt.")] = "torch,compile,onnx,tensorrt",
     device: DeviceOption = "auto",
     half: Annotated[bool, typer.Option("--half", help="float16 (CUDA only).")] = False,
-    iters: Annotated[int, typer.Option("--iters", help="Timed iterations per engine and batch size.")] = 10,
-    warmup: Annotated[int, typer.Option("--warmup", help="Untimed iterations first.")] = 3,
-    json_path: Annotated[
-        Optional[Path], typer.Option("--json", help="Write the full report (settings, versions, rows) as JSON.")
-    ] = None,
-    accuracy: Annotated[
-        bool, typer.Option("--accuracy", help="Also measure VOC07 mAP@0.5 per engine (needs --data).")
-    ] = False,
-    data: Annotated[
-        Optional[Path], typer.Option("--data", help="Prepared dataset for --accuracy (and its images for timing).")
-    ] = None,
+    iters: Annotated[int, ranged_option(
+        "--iters", help="Timed iterations per engine and batch size.", lo=1)] = 10,
+    warmup: Annotated[int, ranged_option("--warmup", help="Untimed iterations first.", lo=0)] = 3,
+    conf: ConfOption = 0.01,
+    iou: IouOption = 0.45,
+    max_det: MaxDetOption = 200,
+    json_path: Annotated[Optional[Path], typer.Option(
+        "--json", help="Write the full report (settings, versions, rows) as JSON.")] = None,
+    force: ForceOption = False,
+    accuracy: Annotated[bool, typer.Option(
+        "--accuracy", help="Also measure VOC07 mAP@0.5 per engine (needs --data).")] = False,
+    data: Annotated[Optional[Path], typer.Option(
+        "--data", help="Prepared dataset for --accuracy (and its images for timing).")] = None,
     split: Annotated[str, typer.Option(help="Split of --data.")] = "test",
-    images: Annotated[
-        Optional[Path], typer.Option("--images", help="Image file or folder to time on (default: synthetic JPEGs).")
-    ] = None,
-    train: Annotated[
-        bool, typer.Option("--train", help="Also measure training-step throughput at each batch size.")
-    ] = False,
+    images: Annotated[Optional[Path], typer.Option(
+        "--images", help="Image file or folder to time on (default: synthetic JPEGs).")] = None,
+    train: Annotated[bool, typer.Option(
+        "--train", help="Also measure training-step throughput at each batch size.")] = False,
 ) -> None:
     """Latency, throughput and where the time goes, per engine and batch size (plus FLOPs vs hardware peak)."""
     from ssdcli.deploy.benchmark import run_benchmark
     from ssdcli.io_utils import atomic_write_text
 
+    pp = postprocess_config(conf, iou, max_det)
     if accuracy and data is None:
         raise SsdError("--accuracy: needs --data PREPARED (a folder written by `ssd prepare-voc`)")
     if data is not None and not accuracy:
         raise SsdError("--data: only used with --accuracy (time on your own pictures with --images DIR)")
-    batches = _ints(batch, "--batch")
-    with Progress(
-        SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=console, transient=True
-    ) as bar:
-        task = bar.add_task("benchmark", total=None)
+    if json_path is not None:
+        check_output(json_path, "--json", force=force, inputs=[weights], input_folders=[data, images])
+    with reporting() as reporter:
         report = run_benchmark(
-            weights,
-            batches=batches,
-            engines=engines.split(","),
-            device=device,
-            half=half,
-            warmup=warmup,
-            iters=iters,
-            accuracy_data=data,
-            train=train,
-            images=images,
-            split=split,
-            progress=lambda m: bar.update(task, description=escape(m)),
+            weights, batches=_ints(batch, "--batch"), engines=engines.split(","), device=device, half=half,
+            warmup=warmup, iters=iters, accuracy_data=data, train=train, images=images, split=split,
+            postprocess=pp, reporter=reporter,
         )
+    _print_report(report)
+    if json_path is not None:
+        atomic_write_text(json_path, json.dumps(report.to_dict(), indent=2))
+        console.print(f"report written to {escape(str(json_path))}")
 
+
+def _print_report(report) -> None:
     env, model, peak = report.environment, report.model, report.peak
     console.print(
         f"[bold]{escape(model['arch'])}[/] {model['image_size']}px, {model['num_classes'] - 1} classes, "
@@ -101,7 +126,7 @@ def command(
     show_map = any(r.map is not None for r in report.rows)
     table = Table(title="benchmark (ms per batch, medians)", box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True)
     cols = ["engine", "batch", "p50", "p90", "img/s", "pre", "forward", "post", "vs peak", "e2e/fwd"] + (
-        ["mAP"] if show_map else []
+        ["mAP@0.5"] if show_map else []
     )
     for col in cols:
         table.add_column(
@@ -130,7 +155,7 @@ def command(
             f"{_f(r.peak_ratio)}x",
             _f(r.e2e_over_forward, ".2f"),
         ]
-        table.add_row(*cells, *([_f(None if r.map is None else 100 * r.map, ".2f")] if show_map else []))
+        table.add_row(*cells, *([_f(r.map, ".4f")] if show_map else []))
     console.print(table)
     for r in skipped:
         where = "" if r.batch is None else f" (batch {r.batch})"
@@ -156,6 +181,3 @@ def command(
     )
     for note in report.notes:
         console.print(f"[dim]note: {escape(note)}[/]")
-    if json_path is not None:
-        atomic_write_text(json_path, json.dumps(report.to_dict(), indent=2))
-        console.print(f"report written to {escape(str(json_path))}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import enum
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -9,33 +10,58 @@ import typer
 from rich.markup import escape
 
 from ssdcli.cli.console import console
+from ssdcli.cli.options import ForceOption, OldOutputOption, renamed
+from ssdcli.errors import SsdError
+from ssdcli.io_utils import check_output
+
+
+class SourceFormat(str, enum.Enum):
+    auto = "auto"
+    amdegroot = "amdegroot"
+    torchvision = "torchvision"
+
 
 FromOption = Annotated[
-    str, typer.Option("--from", help="amdegroot (ssd.pytorch SSD300), torchvision (ssd300_vgg16) or auto.")
+    SourceFormat,
+    typer.Option("--from", case_sensitive=False, metavar="<format>",
+                 help="Where the weights come from: amdegroot (ssd.pytorch SSD300), torchvision (ssd300_vgg16), "
+                 "or auto (recognise them)."),
 ]
 ClassesOption = Annotated[
     Optional[str],
     typer.Option(help="Class names: voc, coco, or a file with one name per line (default: the list that fits)."),
 ]
 SrcArgument = Annotated[
-    Path, typer.Argument(help="Foreign state dict (.pth), read with weights_only=True.", show_default=False)
+    Optional[Path],
+    typer.Argument(help="Foreign state dict (.pth), read with weights_only=True (or give it with --weights).",
+                   show_default=False),
 ]
-OutputOption = Annotated[
-    Path, typer.Option("--output", "-o", help="Native checkpoint to write (.pth).", show_default=False)
+OutOption = Annotated[
+    Optional[Path], typer.Option("--out", "-o", help="Native checkpoint to write (.pth).", show_default=False)
 ]
 
 
 def command(
-    src: SrcArgument,
-    output: OutputOption,
-    source_format: FromOption = "auto",
+    src: SrcArgument = None,
+    weights: Annotated[Optional[Path], typer.Option(
+        "--weights", "-w", help="Foreign state dict to convert (same as the argument).")] = None,
+    out: OutOption = None,
+    source_format: FromOption = SourceFormat.auto,
     classes: ClassesOption = None,
-    force: Annotated[bool, typer.Option("--force", help="Overwrite OUTPUT if it exists.")] = False,
+    force: ForceOption = False,
+    old_output: OldOutputOption = None,
 ) -> None:
     """Convert weights from other SSD repos into a native checkpoint (with their priors and preprocessing)."""
     from ssdcli.convert import convert_file
 
-    result = convert_file(src, output, source_format.lower(), classes, force)
+    if (src is None) == (weights is None):
+        raise SsdError("SRC/--weights: give the weights to convert once (e.g. `ssd convert ssd300.pth -o out.pth`)")
+    src = src or weights
+    out = renamed("out", "old_output")
+    if out is None:
+        raise SsdError("--out: missing; give the native checkpoint to write, e.g. -o ssd300-native.pth")
+    check_output(out, "--out", force=force, inputs=[src])
+    result = convert_file(src, out, source_format.value, classes, force)
     cfg = result.model.config
     if result.detected:
         console.print(f"--from auto: {escape(str(src))} is {escape(result.detected)}", soft_wrap=True)
@@ -44,4 +70,4 @@ def command(
     names = ", ".join(cfg.class_names[:5]) + (", ..." if len(cfg.class_names) > 5 else "")
     console.print(f"  classes: {escape(names)}", soft_wrap=True)
     what = f"{cfg.arch}, {cfg.image_size}px, {result.source_format} weights"
-    console.print(f"[green]wrote[/] {escape(str(output))} ({what})", soft_wrap=True)
+    console.print(f"[green]wrote[/] {escape(str(out))} ({what})", soft_wrap=True)

@@ -2,69 +2,119 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 from rich.markup import escape
 from rich.table import Table
 
 from ssdcli.cli.console import console, warn
-from ssdcli.cli.options import DeviceOption
+from ssdcli.cli.options import (
+    BatchOption,
+    ConfOption,
+    DeviceOption,
+    ForceOption,
+    IouOption,
+    MaxDetOption,
+    NameOption,
+    OldNmsOption,
+    OldScoreOption,
+    ProjectOption,
+    WeightsOption,
+    given,
+    postprocess_config,
+    ranged_option,
+    renamed,
+)
+from ssdcli.cli.progress import reporting
+from ssdcli.engine.runs import check_run_name, next_run_dir
+from ssdcli.io_utils import check_output
+
+if TYPE_CHECKING:
+    from ssdcli.engine.detect import DetectSummary
+
+
+ShowConfOption = Annotated[
+    Optional[float],
+    ranged_option("--show-conf", help="Drawing threshold: boxes drawn, written by --save-txt and counted "
+                  "(default 0.5; --conf when only --conf is given).", lo=0.0, hi=1.0),
+]
 
 
 def command(
-    inputs: Annotated[list[str], typer.Argument(help="Image files, folders or glob patterns (quote them: 'imgs/*.png').", show_default=False)],
-    weights: Annotated[str, typer.Option("--weights", "-w", help="Native checkpoint (.pth) or exported model (.onnx).")],
-    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Folder for the pictures (input names kept; never an input folder).")] = None,
-    conf: Annotated[float, typer.Option(help="Display threshold: boxes drawn, written by --save-txt and counted.")] = 0.5,
-    classes: Annotated[Optional[str], typer.Option(help="Keep only these classes (comma-separated names); also applies to --json.")] = None,
-    max_det: Annotated[int, typer.Option("--max-det", help="At most this many boxes drawn per image.")] = 100,
-    batch: Annotated[int, typer.Option("--batch", help="Images per forward pass.")] = 8,
+    inputs: Annotated[list[str], typer.Argument(
+        help="Image files, folders or glob patterns (quote them: 'imgs/*.png').", show_default=False)],
+    weights: WeightsOption,
+    out: Annotated[Optional[Path], typer.Option(
+        "--out", "-o", help="Folder for the pictures (default: a new PROJECT/NAME folder unless only --json is "
+        "asked for; never an input folder).")] = None,
+    project: ProjectOption = "runs/detect",
+    name: NameOption = "exp",
+    conf: ConfOption = 0.01,
+    iou: IouOption = 0.45,
+    max_det: MaxDetOption = 200,
+    show_conf: ShowConfOption = None,
+    classes: Annotated[Optional[str], typer.Option(
+        help="Keep only these classes (comma-separated names); also applies to --json.")] = None,
+    batch: BatchOption = 8,
     half: Annotated[bool, typer.Option("--half", help="float16 inference (CUDA, PyTorch checkpoints only).")] = False,
-    recursive: Annotated[bool, typer.Option("--recursive", "-r", help="Include images in subfolders of input folders.")] = False,
-    json_path: Annotated[Optional[Path], typer.Option("--json", help="Write all detections >= --score in the `ssd eval --detections` format.")] = None,
-    save_txt: Annotated[bool, typer.Option("--save-txt", help="Also write OUT/<name>.txt: 'label score xmin ymin xmax ymax' per box >= --conf.")] = False,
-    nms: Annotated[float, typer.Option(help="NMS IoU threshold.")] = 0.45,
-    score: Annotated[float, typer.Option(help="Detector score threshold (what --json keeps; 0.01 = evaluation setting).")] = 0.01,
+    recursive: Annotated[bool, typer.Option(
+        "--recursive", "-r", help="Include images in subfolders of input folders.")] = False,
+    json_path: Annotated[Optional[Path], typer.Option(
+        "--json", help="Write every detection >= --conf in the `ssd eval --detections` format.")] = None,
+    save_txt: Annotated[bool, typer.Option(
+        "--save-txt", help="Also write OUT/<name>.txt: 'label score xmin ymin xmax ymax' per box >= --show-conf.")
+    ] = False,
+    force: ForceOption = False,
     device: DeviceOption = "auto",
+    old_score: OldScoreOption = None,
+    old_nms: OldNmsOption = None,
 ) -> None:
     """Detect objects in images; boxes are in original-image pixels (VOC convention, 1-based inclusive)."""
-    from ssdcli.cli.progress import task_progress
     from ssdcli.device import resolve_device
-    from ssdcli.engine.detect import detect_postprocess, run_detect
-    from ssdcli.predictor import Detector
+    from ssdcli.inference import Detector
 
+    postprocess = postprocess_config(renamed("conf", "old_score"), renamed("iou", "old_nms"), max_det)
+    shown = _drawing_threshold(postprocess.score_threshold, show_conf, json_path)
+    check_run_name(name)
+    if json_path is not None:
+        check_output(json_path, "--json", force=force, inputs=[weights])
     dev = resolve_device(device)
     if half and dev.type != "cuda":
         warn("--half: ignored on CPU (float16 is used on CUDA only)")
-    if out is None and json_path is None and not save_txt:
-        warn("nothing is saved: give --out for pictures and/or --json for the detections")
-    postprocess = detect_postprocess(score=score, nms=nms, max_det=max_det)
     detector = Detector.from_checkpoint(weights, dev, postprocess, half=half)
     wanted = [c.strip() for c in classes.split(",") if c.strip()] if classes else None
+    if out is None and (json_path is None or given("project") or given("name")):
+        out = next_run_dir(project, name)  # like `ssd train`: runs/detect/exp, exp2, ... (created by run_detect)
+    summary = _run(detector, inputs, out, recursive=recursive, batch_size=batch, conf=shown, classes=wanted,
+                   max_det=max_det, json_path=json_path, save_txt=save_txt, force=force, protected=[weights])
+    _print_summary(summary, shown, postprocess.score_threshold, out, json_path, save_txt)
 
-    bar = task_progress()
-    task = bar.add_task("detect", total=None, rate="")
-    started = [time.perf_counter()]
 
-    def progress(done: int, total: int) -> None:
-        if done == 0:  # inputs and outputs checked: show the bar (and time the images) from now on
-            started[0] = time.perf_counter()
-            bar.start()
-        elapsed = time.perf_counter() - started[0]
-        bar.update(task, completed=done, total=total, rate=f"{done / elapsed:.1f} img/s" if done and elapsed > 0 else "")
+def _drawing_threshold(conf: float, show_conf: float | None, json_path: Path | None) -> float:
+    """``--show-conf``, else ``--conf`` when it was given (its meaning in ssdcli 0.1: the drawing threshold),
+    else 0.5."""
+    if show_conf is not None:
+        return show_conf
+    if not given("conf"):  # (the old --score kept its meaning: the drawing threshold stays 0.5 with it)
+        return 0.5
+    if json_path is not None:
+        warn(f"--conf {conf:g} is the detector's score threshold (it also filters --json); the drawing threshold "
+             "is --show-conf")
+    return conf
 
-    try:
-        summary = run_detect(
-            detector, inputs, out, recursive=recursive, batch_size=batch, conf=conf, classes=wanted, max_det=max_det,
-            json_path=json_path, save_txt=save_txt, progress=progress, warn=lambda m: warn(escape(m)),
-        )
-    finally:
-        if bar.live.is_started:
-            bar.stop()
 
+def _run(detector, inputs: list[str], out: Path | None, **kwargs) -> DetectSummary:
+    """:func:`run_detect` with a progress bar that appears once inputs and outputs are checked."""
+    from ssdcli.engine.detect import run_detect
+
+    with reporting() as reporter:
+        return run_detect(detector, inputs, out, reporter=reporter, warn=lambda m: warn(escape(m)), **kwargs)
+
+
+def _print_summary(summary: DetectSummary, shown: float, score: float, out: Path | None, json_path: Path | None,
+                   save_txt: bool) -> None:
     table = Table(title="detect", show_header=False)
     table.add_row("images processed", str(summary.processed))
     table.add_row("skipped (unreadable)", str(len(summary.skipped)))
@@ -73,11 +123,11 @@ def command(
     if summary.downscaled:
         table.add_row("pictures downscaled for drawing", str(summary.downscaled))
     table.add_row("speed", f"{summary.images_per_s:.1f} img/s ({summary.seconds:.1f} s)")
-    shown = {k: v for k, v in summary.per_class.items() if v}
-    if not shown:
-        table.add_row(f"detections >= {conf:g}", "none")
-    for name, count in shown.items():
-        table.add_row(f"detections >= {conf:g}: {escape(name)}", str(count))
+    counted = {k: v for k, v in summary.per_class.items() if v}
+    if not counted:
+        table.add_row(f"detections >= {shown:g}", "none")
+    for name, count in counted.items():
+        table.add_row(f"detections >= {shown:g}: {escape(name)}", str(count))
     if out is not None:
         table.add_row("pictures" + (" + txt" if save_txt else ""), escape(str(out)))
     if json_path is not None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import enum
 import json
 import math
 from pathlib import Path
@@ -9,99 +10,144 @@ from typing import Annotated, Optional
 
 import typer
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
 from ssdcli.cli.console import console, warn
-from ssdcli.cli.options import DeviceOption
+from ssdcli.cli.options import (
+    BatchOption,
+    ConfOption,
+    DeviceOption,
+    ForceOption,
+    IouOption,
+    MaxDetOption,
+    OldNmsOption,
+    OldScoreOption,
+    OldTopKOption,
+    OptionalWeightsOption,
+    WorkersOption,
+    comma_choices,
+    postprocess_config,
+    renamed,
+)
+from ssdcli.cli.progress import reporting
 from ssdcli.errors import SsdError
+from ssdcli.io_utils import check_output
+
+
+class Metric(str, enum.Enum):
+    voc07 = "voc07"
+    voc12 = "voc12"
+    coco = "coco"
 
 
 def _fmt(v: float | None) -> str:
-    return "n/a" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{100 * v:.2f}"
+    """Every AP and mAP as a fraction 0-1 with 4 decimals (as `ssd train` prints it)."""
+    return "n/a" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.4f}"
+
+
+MetricOption = Annotated[
+    str,
+    typer.Option(
+        "--metric", callback=comma_choices(Metric, "metric"),
+        help="Comma-separated, first is primary: voc07 (11-point), voc12 (all-points), coco.",
+    ),
+]
 
 
 def command(
-    data: Annotated[Path, typer.Option("--data", help="Prepared dataset folder (from `ssd prepare-voc`).")],
-    weights: Annotated[Optional[str], typer.Option("--weights", "-w", help="Checkpoint (.pth) or exported model (.onnx).")] = None,
-    detections: Annotated[Optional[Path], typer.Option("--detections", help="Evaluate this detection JSON file (`ssd detect --json` format) instead of a model.")] = None,
+    data: Annotated[Path, typer.Option("--data", help="Prepared dataset folder (from `ssd prepare-voc`).",
+                                       show_default=False)],
+    weights: OptionalWeightsOption = None,
+    detections: Annotated[Optional[Path], typer.Option(
+        "--detections", help="Score this detection JSON file (`ssd detect --json`) instead of a model.")] = None,
     split: Annotated[str, typer.Option(help="Split of the prepared dataset.")] = "test",
-    metric: Annotated[str, typer.Option(help="voc07 (11-point), voc12 (all-points), coco; comma-separated, first is primary.")] = "voc07",
-    conf: Annotated[float, typer.Option(help="Detector score threshold (SSD evaluation setting).")] = 0.01,
-    nms: Annotated[float, typer.Option(help="NMS IoU threshold.")] = 0.45,
-    top_k: Annotated[int, typer.Option("--top-k", help="Detections kept per image.")] = 200,
-    batch: Annotated[int, typer.Option("--batch", help="Images per forward pass.")] = 8,
-    workers: Annotated[int, typer.Option(help="Image decoding processes (0: in the main process).")] = 0,
+    metric: MetricOption = "voc07",
+    conf: ConfOption = 0.01,
+    iou: IouOption = 0.45,
+    max_det: MaxDetOption = 200,
+    batch: BatchOption = 8,
+    workers: WorkersOption = 0,
     json_path: Annotated[Optional[Path], typer.Option("--json", help="Write every number to this JSON file.")] = None,
-    out: Annotated[Optional[Path], typer.Option("--out", help="Folder for precision-recall plots (PNG).")] = None,
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Folder for precision-recall plots (PNG).")] = None,
+    force: ForceOption = False,
     device: DeviceOption = "auto",
+    old_score: OldScoreOption = None,
+    old_nms: OldNmsOption = None,
+    old_top_k: OldTopKOption = None,
 ) -> None:
     """Evaluate a model or a detection file on a prepared split with the exact VOC/COCO protocols."""
-    from ssdcli.data.records import load_prepared
-    from ssdcli.detections_io import read_detections
-    from ssdcli.engine.evaluator import (
-        METRIC_PROTOCOLS, check_class_names, detector_settings, evaluate_detections, load_detector, parse_metrics,
-        run_detector,
-    )
+    from ssdcli.engine.evaluator import parse_metrics
     from ssdcli.postprocess import PostprocessConfig
 
     metrics = parse_metrics(metric)
+    pp: PostprocessConfig = postprocess_config(renamed("conf", "old_score"), renamed("iou", "old_nms"),
+                                               renamed("max_det", "old_top_k"))
     if (weights is None) == (detections is None):
         raise SsdError("--weights/--detections: give exactly one (a model to run, or a detection file to score)")
-    if not 0.0 <= conf < 1.0:
-        raise SsdError(f"--conf {conf}: must be in [0, 1)")
-    if not 0.0 < nms <= 1.0:
-        raise SsdError(f"--nms {nms}: must be in (0, 1]")
-    for name, v, lo in (("--top-k", top_k, 1), ("--batch", batch, 1), ("--workers", workers, 0)):
-        if v < lo:
-            raise SsdError(f"{name} {v}: must be at least {lo}")
+    _check_outputs(json_path, out, metrics, force, inputs=[weights, detections], data=data)
+    dets, source, settings, records, classes = _detections(data, split, weights, detections, pp, device, batch, workers)
+    _report(dets, records, classes, metrics, source, settings, json_path, out)
+
+
+def _check_outputs(json_path: Path | None, out: Path | None, metrics: tuple[str, ...], force: bool,
+                   inputs: list, data: Path) -> None:
+    """Before any work: the JSON and the plots never replace an input, nor an existing file without --force."""
+    if json_path is not None:
+        check_output(json_path, "--json", force=force, inputs=inputs, input_folders=[data])
+    if out is not None:
+        if out.exists() and not out.is_dir():
+            raise SsdError(f"--out {out}: is a file; give a folder for the plots")
+        for m in metrics:
+            check_output(out / f"pr_{m}.png", "--out", force=force, inputs=inputs, input_folders=[data])
+
+
+def _detections(data, split, weights, detections, pp, device, batch, workers):
+    """Load the split, then run the model on it or read the detection file."""
+    from ssdcli.data.records import load_prepared
+    from ssdcli.detections_io import read_detections
+    from ssdcli.engine.evaluator import check_class_names, detector_settings, load_detector, run_detector
 
     ds = load_prepared(data, splits=[split])
     records = ds.split(split)
     n_obj = sum(len(r.labels) for r in records)
-    console.print(f"[bold]Data[/]: {escape(str(data))} split '{escape(split)}': {len(records)} images, {n_obj} objects, "
-                  f"{len(ds.classes)} classes")
-    settings: dict = {}
-    if weights is not None:
-        from ssdcli.device import resolve_device
-
-        pp = PostprocessConfig(score_threshold=conf, nms_threshold=nms, top_k=top_k)
-        detector = load_detector(weights, resolve_device(device), pp)
-        check_class_names(detector.class_names, ds.classes, weights, str(data))
-        settings = detector_settings(detector)
-        console.print(
-            f"[bold]Detector[/]: {escape(weights)} ({settings['arch']}, {settings['image_size']}x{settings['image_size']}, "
-            f"{settings['backend']} on {settings['device']}): score >= {pp.score_threshold:g}, NMS IoU "
-            f"{pp.nms_threshold:g}, top {pp.top_k} per image (pre-NMS top {pp.pre_nms_top_k} per class)"
-        )
-        with Progress(TextColumn("eval"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                      TimeRemainingColumn(), console=console) as bar:
-            task = bar.add_task("eval", total=len(records))
-            dets = run_detector(detector, records, batch_size=batch, workers=workers,
-                                progress=lambda n: bar.advance(task, n))
-        source = "model detections"
-    else:
+    console.print(f"[bold]Data[/]: {escape(str(data))} split '{escape(split)}': {len(records)} images, "
+                  f"{n_obj} objects, {len(ds.classes)} classes")
+    if weights is None:
         dets = read_detections(detections)
-        source = str(detections)
-        console.print(f"[bold]Detections[/]: {escape(source)} ({len(dets)} entries; detector settings are whatever "
-                      "produced them)")
+        console.print(f"[bold]Detections[/]: {escape(str(detections))} ({len(dets)} entries; detector settings are "
+                      "whatever produced them)")
+        return dets, str(detections), {}, records, ds.classes
+    from ssdcli.device import resolve_device
 
-    report = evaluate_detections(dets, records, ds.classes, metrics, source=source)
+    detector = load_detector(weights, resolve_device(device), pp)
+    check_class_names(detector.class_names, ds.classes, weights, str(data))
+    settings = detector_settings(detector)
+    console.print(
+        f"[bold]Detector[/]: {escape(weights)} ({settings['arch']}, {settings['image_size']}x{settings['image_size']}, "
+        f"{settings['backend']} on {settings['device']}): score >= {pp.score_threshold:g}, NMS IoU "
+        f"{pp.nms_threshold:g}, top {pp.top_k} per image (pre-NMS top {pp.pre_nms_top_k} per class)"
+    )
+    with reporting() as reporter:
+        dets = run_detector(detector, records, batch_size=batch, workers=workers, reporter=reporter)
+    return dets, "model detections", settings, records, ds.classes
+
+
+def _report(dets, records, classes, metrics, source, settings, json_path, out) -> None:
+    """Score the detections, print the protocols, warnings and tables, write the JSON and the plots."""
+    from ssdcli.engine.evaluator import METRIC_PROTOCOLS, evaluate_detections, write_pr_plots
+    from ssdcli.io_utils import atomic_write_text
+
+    report = evaluate_detections(dets, records, classes, metrics, source=source)
     report.settings = settings
     for m in metrics:
         console.print(f"[bold]Protocol {m}[/]: {METRIC_PROTOCOLS[m]}")
     for w in report.warnings:
         warn(escape(w))
     _print_table(report)
-
     if json_path is not None:
-        from ssdcli.io_utils import atomic_write_text
-
         atomic_write_text(json_path, json.dumps(report.to_dict(), indent=1) + "\n")
         console.print(f"results: {escape(str(json_path))}")
     if out is not None:
-        from ssdcli.engine.evaluator import write_pr_plots
-
         for p in write_pr_plots(report, out):
             console.print(f"PR curves: {escape(str(p))}")
 
@@ -109,7 +155,8 @@ def command(
 def _print_table(report) -> None:
     voc = [m for m in report.results if m.startswith("voc")]
     coco = report.results.get("coco")
-    table = Table(title=f"AP per class ({len(report.class_names)} classes; gt: non-difficult objects, diff: difficult)")
+    table = Table(title=f"AP per class, 0-1 ({len(report.class_names)} classes; gt: non-difficult objects, "
+                        "diff: difficult)")
     table.add_column("class")
     cols = ["gt", "diff", "dets"] + (["TP", "FP"] if voc else [])
     for col in cols:
@@ -142,7 +189,7 @@ def _print_table(report) -> None:
     for m in voc:
         r = report.results[m]
         n_in = sum(c.ap is not None for c in r.classes)
-        console.print(f"[bold]mAP {m}[/] = {_fmt(r.map)} (mean over the {n_in} classes with ground truth)")
+        console.print(f"[bold]mAP@0.5 ({m})[/] = {_fmt(r.map)} (mean over the {n_in} classes with ground truth)")
     if coco is not None:
         s = coco.stats
         console.print("[bold]COCO[/] " + "  ".join(f"{k} {_fmt(s[k])}" for k in s))

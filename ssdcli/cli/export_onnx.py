@@ -7,65 +7,75 @@ from typing import Annotated, Optional
 
 import typer
 from rich.markup import escape
-from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from ssdcli.cli.console import console, warn
+from ssdcli.cli.options import (
+    ConfOption,
+    ForceOption,
+    IouOption,
+    MaxDetOption,
+    OldNmsIouOption,
+    OldOutputOption,
+    OldTopKOption,
+    postprocess_config,
+    ranged_option,
+    renamed,
+)
+from ssdcli.cli.progress import reporting
 from ssdcli.deploy.onnx_export import DEFAULT_OPSET, MAX_OPSET, MIN_OPSET
+from ssdcli.errors import SsdError
+from ssdcli.io_utils import check_output
 
 
 def command(
-    checkpoint: Annotated[Path, typer.Argument(help="Native checkpoint (.pth) to export.", show_default=False)],
-    output: Annotated[
-        Optional[Path], typer.Option("--output", "-o", help="ONNX file to write (default: CHECKPOINT with .onnx).")
-    ] = None,
-    opset: Annotated[int, typer.Option(help=f"ONNX opset ({MIN_OPSET}..{MAX_OPSET}).")] = DEFAULT_OPSET,
-    static: Annotated[
-        bool, typer.Option("--static", help="Fixed batch size 1 instead of a dynamic batch axis.")
-    ] = False,
-    half: Annotated[
-        bool, typer.Option("--half", help="float16 weights and input (post-processing stays float32).")
-    ] = False,
-    nms: Annotated[
-        bool, typer.Option("--nms/--no-nms", help="Decode + NMS inside the graph, or raw outputs + a .priors.npy file.")
-    ] = True,
-    check_images: Annotated[
-        Optional[Path],
-        typer.Option(
-            "--check-images",
-            help="Image file or folder for the ONNX Runtime vs PyTorch check (default: synthetic images).",
-        ),
-    ] = None,
-    force: Annotated[bool, typer.Option("--force", help="Overwrite an existing output file.")] = False,
-    conf: Annotated[
-        float, typer.Option(help="Score threshold baked into the graph (0.01 = evaluation setting).")
-    ] = 0.01,
-    nms_iou: Annotated[float, typer.Option("--nms-iou", help="NMS IoU threshold baked into the graph.")] = 0.45,
-    top_k: Annotated[int, typer.Option("--top-k", help="Detections kept per image (output slots).")] = 200,
-    pre_nms_top_k: Annotated[int, typer.Option("--pre-nms-top-k", help="Candidates per class before NMS.")] = 400,
+    checkpoint: Annotated[Optional[Path], typer.Argument(
+        help="Native checkpoint (.pth) to export (or give it with --weights).", show_default=False)] = None,
+    weights: Annotated[Optional[Path], typer.Option(
+        "--weights", "-w", help="Native checkpoint (.pth) to export (same as the argument).")] = None,
+    out: Annotated[Optional[Path], typer.Option(
+        "--out", "-o", help="ONNX file to write (default: the checkpoint with .onnx).")] = None,
+    opset: Annotated[int, ranged_option("--opset", help="ONNX opset.", lo=MIN_OPSET, hi=MAX_OPSET)] = DEFAULT_OPSET,
+    static: Annotated[bool, typer.Option(
+        "--static", help="Fixed batch size 1 instead of a dynamic batch axis.")] = False,
+    half: Annotated[bool, typer.Option(
+        "--half", help="float16 weights and input (post-processing stays float32).")] = False,
+    nms: Annotated[bool, typer.Option(
+        "--nms/--no-nms", help="Decode + NMS inside the graph, or raw outputs + a .priors.npy file.")] = True,
+    check_images: Annotated[Optional[Path], typer.Option(
+        "--check-images", help="Image file or folder for the ONNX Runtime vs PyTorch check (default: synthetic "
+        "images).")] = None,
+    force: ForceOption = False,
+    conf: ConfOption = 0.01,
+    iou: IouOption = 0.45,
+    max_det: MaxDetOption = 200,
+    pre_nms_top_k: Annotated[int, ranged_option(
+        "--pre-nms-top-k", help="Candidates kept per class before NMS.", lo=1)] = 400,
+    old_output: OldOutputOption = None,
+    old_nms_iou: OldNmsIouOption = None,
+    old_top_k: OldTopKOption = None,
 ) -> None:
-    """Export a checkpoint to ONNX and check it against PyTorch with ONNX Runtime before writing it."""
+    """Export a checkpoint to ONNX and check it against PyTorch with ONNX Runtime before writing it.
+
+    With --nms (default) --conf, --iou and --max-det are baked into the graph.
+    """
     from ssdcli.deploy.onnx_export import export_onnx
-    from ssdcli.postprocess import PostprocessConfig
 
-    pp = PostprocessConfig(score_threshold=conf, nms_threshold=nms_iou, top_k=top_k, pre_nms_top_k=pre_nms_top_k)
-    with Progress(
-        SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=console, transient=True
-    ) as bar:
-        task = bar.add_task("export", total=None)
+    pp = postprocess_config(conf, renamed("iou", "old_nms_iou"), renamed("max_det", "old_top_k"), pre_nms_top_k)
+    if (checkpoint is None) == (weights is None):
+        raise SsdError("CHECKPOINT/--weights: give the checkpoint to export once (e.g. `ssd export-onnx best.pth`)")
+    checkpoint = checkpoint or weights
+    out = renamed("out", "old_output") or checkpoint.with_suffix(".onnx")
+    check_output(out, "--out", force=force, inputs=[checkpoint], input_folders=[check_images])
+    with reporting() as reporter:
         report = export_onnx(
-            checkpoint,
-            output,
-            opset=opset,
-            dynamic_batch=not static,
-            half=half,
-            nms=nms,
-            postprocess=pp,
-            check_images=check_images,
-            force=force,
-            progress=lambda m: bar.update(task, description=escape(m)),
+            checkpoint, out, opset=opset, dynamic_batch=not static, half=half, nms=nms, postprocess=pp,
+            check_images=check_images, force=force, reporter=reporter,
         )
+    _print_report(report, pp, half=half, nms=nms)
 
+
+def _print_report(report, pp, *, half: bool, nms: bool) -> None:
     table = Table(title=f"export-onnx: {escape(report.arch)}", show_header=False)
     table.add_row("written", f"{escape(str(report.output))} ({report.size_bytes / 1e6:.1f} MB)")
     if report.priors_path is not None:
@@ -77,7 +87,7 @@ def command(
     if nms:
         table.add_row(
             "in-graph post-processing",
-            f"conf {pp.score_threshold:g}, NMS IoU {pp.nms_threshold:g}, top-k {pp.top_k}, pre-NMS {pp.pre_nms_top_k}",
+            f"conf {pp.score_threshold:g}, IoU {pp.nms_threshold:g}, max-det {pp.top_k}, pre-NMS {pp.pre_nms_top_k}",
         )
     else:
         table.add_row("outputs", "raw (decode + NMS by the runtime)")

@@ -7,10 +7,11 @@ from typing import Annotated, Optional
 
 import typer
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from ssdcli.cli.console import console
+from ssdcli.cli.options import ranged_option
+from ssdcli.cli.progress import reporting
 from ssdcli.data.class_names import read_class_file
 from ssdcli.data.prepare import PrepareFailure, PrepareReport, prepare_voc
 from ssdcli.errors import SsdError
@@ -37,7 +38,8 @@ def command(
         Optional[str],
         typer.Option(
             "--train-sets",
-            help="Split files for 'train', e.g. 2007/trainval,2012/trainval (VOCdevkit) or trainval (one folder).",
+            help="Split files for 'train', comma-separated: e.g. 2007/trainval and 2012/trainval (VOCdevkit), "
+                 "or trainval (one folder).",
         ),
     ] = None,
     test_sets: Annotated[
@@ -52,10 +54,21 @@ def command(
     ] = False,
     workers: Annotated[
         Optional[int],
-        typer.Option(
-            "--workers", "-j", min=1, help="Parallel parsing processes (default: CPU count; small datasets use one)."
+        ranged_option(
+            "--workers", "-j", help="Parallel parsing processes (default: CPU count; small datasets use one).", lo=1
         ),
     ] = None,
+    val_fraction: Annotated[
+        float,
+        typer.Option(
+            "--val-fraction", min=0.0, max=0.99,
+            help="When the dataset has no val split: hold out this fraction of train (by image id, seeded) as val, "
+                 "the split training picks best.pth on. 0: none.",
+        ),
+    ] = 0.1,
+    split_seed: Annotated[int, typer.Option("--split-seed", min=0, help="Seed of the val hold-out.")] = 0,
+    force: Annotated[bool, typer.Option(
+        "--force", help="Replace the prepared dataset (manifest.json, *.jsonl) already in --out.")] = False,
 ) -> None:
     """Validate a VOC-format dataset and write manifest.json + <split>.jsonl."""
     if classes is not None and classes_file is not None:
@@ -65,20 +78,29 @@ def command(
         class_spec = read_class_file(classes_file, "--classes-file")
     if out is None:
         out = Path("prepared") / (root.resolve().name or "dataset")
-    with Progress(
-        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-        console=console, transient=True,
-    ) as progress:  # fmt: skip
-        try:
+    _check_out(root, out, force)
+    try:
+        with reporting() as reporter:
             report = prepare_voc(
                 root, out, classes=class_spec, train_sets=train_sets, test_sets=test_sets,
-                verify_images=verify_images, strict=strict, workers=workers, progress=progress,
+                verify_images=verify_images, strict=strict, workers=workers, reporter=reporter,
+                val_fraction=val_fraction, split_seed=split_seed,
             )  # fmt: skip
-        except PrepareFailure as e:
-            progress.stop()
-            print_report(e.report)
-            raise
+    except PrepareFailure as e:
+        print_report(e.report)
+        raise
     print_report(report)
+
+
+def _check_out(root: Path, out: Path, force: bool) -> None:
+    """``out`` is never the dataset folder itself; an earlier prepared dataset there is replaced only with --force."""
+    if out.exists() and root.exists() and out.resolve() == root.resolve():
+        raise SsdError(f"--out {out}: is the dataset folder itself; choose another folder (e.g. prepared/NAME)")
+    earlier = sorted(out.glob("*.jsonl")) + [out / "manifest.json"] if out.is_dir() else []
+    found = [p for p in earlier if p.exists()]
+    if found and not force:
+        raise SsdError(f"--out {out}: already holds a prepared dataset ({found[0].name}); use --force to replace "
+                       "it, or another --out")
 
 
 def print_report(report: PrepareReport) -> None:

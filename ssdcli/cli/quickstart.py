@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Optional
 
 import typer
 from rich.markup import escape
@@ -13,34 +13,45 @@ from rich.panel import Panel
 from rich.table import Table
 
 from ssdcli.cli.console import console
-from ssdcli.cli.options import DeviceOption
+from ssdcli.cli.options import DeviceOption, OldDirOption, get_current_context, ranged_option, renamed
+from ssdcli.cli.progress import reporting
 from ssdcli.errors import SsdError
 
 
 def command(
-    dir: Annotated[Path, typer.Option("--dir", help="Folder for every output (created).")] = Path("ssd-quickstart"),
-    iters: Annotated[int, typer.Option(help="Training iterations (0: the built-in recipe's 2200).")] = 0,
-    workers: Annotated[int, typer.Option(help="Data-loading worker processes.")] = 1,
-    force: Annotated[bool, typer.Option("--force", help="Replace the outputs of an earlier quickstart in --dir.")] = False,
+    out: Annotated[Optional[Path], typer.Option(
+        "--out", "-o", help="Folder for every output (created; default: ssd-quickstart).")] = None,
+    iters: Annotated[int, ranged_option(
+        "--iters", help="Training iterations (0: the built-in recipe's length).", lo=0)] = 0,
+    workers: Annotated[int, ranged_option("--workers", help="Data-loading worker processes.", lo=0)] = 1,
+    force: Annotated[bool, typer.Option(
+        "--force", help="Replace what an earlier quickstart wrote in --out (only that: it keeps a list).")] = False,
     device: DeviceOption = "auto",
+    old_dir: OldDirOption = None,
 ) -> None:
     """Generate sample data, then prepare-voc, train, eval, detect, export-onnx and benchmark it."""
-    from ssdcli.cli.main import app
     from ssdcli.data.samples import write_sample_dataset
-    from ssdcli.engine.quickstart import QUICKSTART_ITERS, clear_previous_outputs, quickstart_plan
+    from ssdcli.device import resolve_device
+    from ssdcli.engine.quickstart import clear_previous_outputs, quickstart_plan, write_marker
 
-    if iters < 0:
-        raise SsdError(f"--iters {iters}: must be positive (0 picks the built-in recipe)")
-    plan = quickstart_plan(dir.resolve(), device=device, iters=iters or QUICKSTART_ITERS, workers=workers)
-    clear_previous_outputs(plan, force)
+    root = renamed("out", "old_dir") or Path("ssd-quickstart")
+    resolve_device(device)  # every option is checked before anything is removed or written
+    if root.exists() and not root.is_dir():
+        raise SsdError(f"--out {root}: is a file; give a folder")
+    plan = quickstart_plan(root.resolve(), device=device, iters=iters, workers=workers)
+    for path in clear_previous_outputs(plan, force):
+        console.print(f"[dim]removed {escape(str(path))} (an earlier quickstart's output)[/]")
+    write_marker(plan)
     started = time.monotonic()
     console.rule("[bold]1. sample data")
-    write_sample_dataset(plan.sample_voc)
+    with reporting() as reporter:
+        write_sample_dataset(plan.sample_voc, reporter=reporter)
     console.print(f"wrote a VOC-layout sample dataset to {escape(str(plan.sample_voc))}")
+    ssd = get_current_context().find_root().command  # the `ssd` app itself: each step is a real command
     for i, step in enumerate(plan.steps, start=2):
         console.rule(f"[bold]{i}. {step.title}")
         console.print(f"[dim]$ {escape(step.shell())}[/]")
-        code = app(args=step.argv, standalone_mode=False)
+        code = ssd.main(args=step.argv, prog_name="ssd", standalone_mode=False)
         if code not in (None, 0):
             raise SsdError(f"quickstart stopped: step '{step.title}' failed (exit code {code})")
     minutes = (time.monotonic() - started) / 60

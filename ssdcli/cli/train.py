@@ -1,92 +1,164 @@
-"""`ssd train`: parse options, call :func:`ssdcli.engine.trainer.train`, print where everything went."""
+"""`ssd train`: its flags are generated from :class:`ssdcli.engine.trainer.TrainOptions` (declared once there:
+help, range, choices), then the trainer runs and this module prints where everything went."""
 
 from __future__ import annotations
 
+import inspect
 import re
 import sys
+from dataclasses import MISSING, fields
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Any, Literal, Optional, get_type_hints
 
 import typer
 from rich.markup import escape
 from rich.table import Table
 
 from ssdcli.cli.console import console
-from ssdcli.cli.options import DeviceOption
+from ssdcli.cli.options import in_range, interval, run_name_callback
+from ssdcli.cli.progress import reporting
+from ssdcli.engine.distributed import launch_torchrun
+from ssdcli.engine.recipes import RECIPE_FIELDS, resolve_recipe, start_kind
+from ssdcli.engine.trainer import TrainOptions, train
 from ssdcli.errors import SsdError
+from ssdcli.models.registry import available_models, recipe_for
+
+_NEGATIVE = "no__"  # parameter-name prefix of the hidden --no-x flags
+# besides the TrainOptions fields
+_EXTRA_HELP = {
+    "resume": "Resume a run: its last.pth, its folder, or 'auto' (the newest run named --name).",
+    "devices": "GPU ids (e.g. 0,1): launch one process per GPU with torchrun.",
+    "print_recipe": "Print the recipe --arch would train with (and where each value comes from), then exit.",
+}
 
 
-def parse_duration(text: str | None) -> float | None:
+def parse_duration(text: str | None, option: str = "--time-limit") -> float | None:
     """``90``, ``90s``, ``15m``, ``1.5h`` -> seconds."""
     if text is None:
         return None
     m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smh]?)\s*", text.lower())
     if not m:
-        raise SsdError(f"--time-limit {text}: expected a duration like 900, 90s, 15m or 1.5h")
+        raise SsdError(f"{option} {text}: expected a duration like 900, 90s, 15m or 1.5h")
     return float(m.group(1)) * {"": 1, "s": 1, "m": 60, "h": 3600}[m.group(2)]
 
 
-def command(
-    data: Annotated[Optional[str], typer.Option("--data", help="Prepared dataset folder (from `ssd prepare-voc`).")] = None,
-    arch: Annotated[str, typer.Option(help="Architecture: ssd300, ssd300-bn, ssd512, ssd512-bn, ssdlite320, centernet-res18 ...")] = "ssd300",
-    iters: Annotated[Optional[int], typer.Option(help="Training iterations (paper: 120000).")] = None,
-    epochs: Annotated[Optional[float], typer.Option(help="Alternative to --iters.")] = None,
-    batch: Annotated[int, typer.Option(help="Images per step (per GPU).")] = 32,
-    lr: Annotated[Optional[float], typer.Option(help="Base lr (default 1e-3 x batch/32; biases get 2x).")] = None,
-    momentum: Annotated[float, typer.Option()] = 0.9,
-    weight_decay: Annotated[float, typer.Option()] = 5e-4,
-    optimizer: Annotated[str, typer.Option(help="sgd or adamw.")] = "sgd",
-    schedule: Annotated[str, typer.Option(help="step (x0.1 at 2/3 and 5/6 of the run) or cosine.")] = "step",
-    warmup_iters: Annotated[Optional[int], typer.Option(help="Linear warm-up length (default min(500, 5% of run)).")] = None,
-    img_size: Annotated[Optional[int], typer.Option(help="Input size (default: the architecture's).")] = None,
-    workers: Annotated[Optional[int], typer.Option(help="DataLoader worker processes (default: 1 on CPU, min(8, CPUs) on CUDA).")] = None,
-    seed: Annotated[int, typer.Option()] = 0,
-    amp: Annotated[Optional[bool], typer.Option("--amp/--no-amp", help="Mixed precision (default on for CUDA).")] = None,
-    channels_last: Annotated[bool, typer.Option("--channels-last")] = False,
-    zoom_out: Annotated[Optional[float], typer.Option(help="SSD zoom-out limit (default: the paper's 4; 1 turns it off, e.g. for large objects or small inputs).")] = None,
-    augment: Annotated[str, typer.Option(help="fast (the model's own pipeline) or reference (SSD only: the same distribution composed plainly from torchvision.transforms.v2, several times slower).")] = "fast",
-    compile: Annotated[bool, typer.Option("--compile", help="torch.compile the model.")] = False,
-    grad_clip: Annotated[Optional[float], typer.Option(help="Clip the gradient norm.")] = None,
-    eval_every: Annotated[Optional[int], typer.Option(help="Validate every N iterations (default: 4 times per run).")] = None,
-    val_size: Annotated[Optional[int], typer.Option(help="Validate on a random subset of this many images.")] = None,
-    val_split: Annotated[str, typer.Option()] = "test",
-    val_metric: Annotated[str, typer.Option(help="voc07 or voc12.")] = "voc07",
-    weights: Annotated[Optional[str], typer.Option(help="Fine-tune from a native checkpoint.")] = None,
-    backbone_weights: Annotated[Optional[str], typer.Option(help="ImageNet backbone state dict file (torchvision format).")] = None,
-    pretrained_backbone: Annotated[bool, typer.Option(help="Fetch torchvision's ImageNet backbone (needs internet).")] = False,
-    resume: Annotated[Optional[str], typer.Option(help="Resume from runs/train/NAME/last.pth.")] = None,
-    project: Annotated[str, typer.Option(help="Parent folder of run folders.")] = "runs/train",
-    name: Annotated[str, typer.Option(help="Run name (auto-incremented if taken).")] = "exp",
-    time_limit: Annotated[Optional[str], typer.Option(help="Stop after this long (e.g. 15m), then validate and save.")] = None,
-    log_every: Annotated[int, typer.Option()] = 20,
-    devices: Annotated[Optional[str], typer.Option(help="GPU ids (e.g. 0,1): launch one process per GPU with torchrun.")] = None,
-    device: DeviceOption = "auto",
-) -> None:
-    """Train a detector (defaults: the SSD paper's recipe)."""
-    from ssdcli.cli.progress import TrainProgress
-    from ssdcli.engine.distributed import launch_torchrun
-    from ssdcli.engine.trainer import TrainOptions, train
+def _check_arch(value: str | None) -> str | None:
+    if value is not None and value not in available_models():
+        raise typer.BadParameter(f"'{value}' is not one of {', '.join(available_models())}")
+    return value
 
+
+def _parameter(name: str, hint: Any, default: Any, meta: dict) -> inspect.Parameter:
+    """One Typer option from a TrainOptions field's type and metadata."""
+    flag = meta.get("flag", "--" + name.replace("_", "-"))
+    decls = flag.split("/")
+    kwargs: dict[str, Any] = {"help": meta["help"]}
+    if hint in (bool, Optional[bool]) and len(decls) == 2:  # --x/--no-x: the negative is a hidden option of its own
+        decls, kwargs["help"] = decls[:1], f"{kwargs['help']} ({decls[1]}: off.)"
+    if "min" in meta or "max" in meta:  # the shared range check: one line naming the option and the range
+        bounds = {"lo": meta.get("min"), "hi": meta.get("max")}
+        kwargs["help"] += f" Range: {interval(**bounds)}."
+        kwargs["callback"] = in_range(**bounds)
+    if name == "name":
+        kwargs["callback"] = run_name_callback
+    choices = meta.get("choices")
+    if meta.get("kind") == "duration":  # text like 15m: parse_duration checks it (a numeric range check cannot)
+        hint = Optional[str]
+        kwargs.pop("callback", None)
+    elif choices is not None and callable(choices):
+        kwargs["callback"] = _check_arch
+        kwargs["help"] += f" One of: {', '.join(choices())}."
+    elif choices is not None:
+        hint = Optional[Literal[tuple(choices)]]  # type: ignore[misc]
+    if name == "data":
+        hint, default = Optional[str], None
+    return inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default,
+                             annotation=Annotated[hint, typer.Option(*decls, **kwargs)])  # fmt: skip
+
+
+def _signature() -> inspect.Signature:
+    hints = get_type_hints(TrainOptions)
+    params = [inspect.Parameter("ctx", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=typer.Context)]
+    for f in fields(TrainOptions):
+        if "help" in f.metadata:
+            default = f.default if f.default is not MISSING else None
+            params.append(_parameter(f.name, hints[f.name], default, dict(f.metadata)))
+            negative = _negative_flag(f.metadata)
+            if negative:  # shown in the help text of the positive flag, not as a column of its own (80 columns)
+                params.append(inspect.Parameter(_NEGATIVE + f.name, inspect.Parameter.KEYWORD_ONLY, default=False,
+                                                annotation=Annotated[bool, typer.Option(negative, hidden=True)]))  # fmt: skip
+    for name, hint in (("resume", Optional[str]), ("devices", Optional[str])):
+        params.append(inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=None,
+                                        annotation=Annotated[hint, typer.Option(help=_EXTRA_HELP[name])]))  # fmt: skip
+    params.append(inspect.Parameter("print_recipe", inspect.Parameter.KEYWORD_ONLY, default=False, annotation=Annotated[
+        bool, typer.Option("--print-recipe", help=_EXTRA_HELP["print_recipe"])]))  # fmt: skip
+    return inspect.Signature(params)
+
+
+def command(ctx: typer.Context, **values: Any) -> None:
+    """Train a detector; unset settings come from the architecture's recipe (printed before training)."""
+    resume, devices, print_recipe = values.pop("resume"), values.pop("devices"), values.pop("print_recipe")
+    for key in [k for k in values if k.startswith(_NEGATIVE)]:
+        if values.pop(key):
+            values[key[len(_NEGATIVE):]] = False
     if devices:
-        argv = _without_devices_flag(sys.argv[1:])
-        raise typer.Exit(launch_torchrun(devices, argv))
-    if not resume and not data:
-        raise SsdError("--data PREPARED is required (or --resume runs/train/NAME/last.pth)")
-    options = TrainOptions(
-        data=str(Path(data).resolve()) if data else "", arch=arch, iters=iters, epochs=epochs, batch=batch, lr=lr,
-        momentum=momentum, weight_decay=weight_decay, optimizer=optimizer, schedule=schedule, warmup_iters=warmup_iters,
-        img_size=img_size, workers=workers, seed=seed, amp=amp, channels_last=channels_last, zoom_out=zoom_out, augment=augment,
-        compile=compile,
-        grad_clip=grad_clip, eval_every=eval_every, val_size=val_size, val_split=val_split, val_metric=val_metric,
-        weights=weights, backbone_weights=backbone_weights, pretrained_backbone=pretrained_backbone, project=project,
-        name=name, time_limit=parse_duration(time_limit), log_every=log_every, device=device,
-    )
-    result = train(options, resume=resume, report=lambda m: console.print(escape(m)), progress_factory=TrainProgress)
+        raise typer.Exit(launch_torchrun(devices, _without_devices_flag(sys.argv[1:])))
+    given = {k for k in values if _given(ctx, k)}
+    for k in ("time_limit", "save_every"):
+        values[k] = parse_duration(values[k], "--" + k.replace("_", "-"))
+    if values["data"]:
+        values["data"] = str(Path(values["data"]).resolve())
+    options = TrainOptions(**{k: ("" if k == "data" and v is None else v) for k, v in values.items()})
+    if print_recipe:
+        _print_recipe(options)
+        return
+    if not resume and not options.data:
+        raise SsdError("--data PREPARED is required (or --resume RUN)")
+    changes = {k: getattr(options, k) for k in given if k != "data"} if resume else None
+    with reporting() as reporter:
+        result = train(options, resume=resume, report=reporter, changes=changes)
+    _print_result(result)
+    if result.exit_code:
+        raise typer.Exit(result.exit_code)
+
+
+def _negative_flag(meta: Any) -> str | None:
+    parts = meta.get("flag", "").split("/")
+    return parts[1] if len(parts) == 2 and parts[1].startswith("--no-") else None
+
+
+def _given(ctx: typer.Context, name: str) -> bool:
+    if ctx.get_parameter_source(_NEGATIVE + name) is not None and ctx.params.get(_NEGATIVE + name):
+        return True
+    source = ctx.get_parameter_source(name)
+    return source is not None and source.name in ("COMMANDLINE", "ENVIRONMENT")
+
+
+def _print_recipe(options: TrainOptions) -> None:
+    options.validate()
+    start = start_kind(options.weights, options.backbone_weights, options.pretrained_backbone)
+    recipe = recipe_for(options.arch, start)
+    resolved = resolve_recipe(recipe, start, {k: getattr(options, k) for k in RECIPE_FIELDS})
+    table = Table(title=f"{options.arch}: recipe {recipe.name} (start: {start})", title_justify="left")
+    for col in ("setting", "value", "from"):
+        table.add_column(col, overflow="fold")
+    for row in resolved.rows():
+        table.add_row(*row)
+    table.add_row("schedule milestones", ", ".join(f"{m:.3g}" for m in recipe.milestones), "recipe (step schedule)")
+    table.add_row("warm-up", f"{recipe.warmup_fraction:g} of the run, at most {recipe.warmup_max_iters}", "recipe")
+    table.add_row("length", f"{recipe.epochs:g} epochs", recipe.sources.get("epochs", "recipe"))
+    console.print(table)
+    if recipe.warning:
+        console.print(f"[yellow]warning:[/] {escape(recipe.warning)}")
+
+
+def _print_result(result) -> None:  # type: ignore[no-untyped-def]
     table = Table(title=f"training {result.stopped}", show_header=False)
     table.add_row("iterations", f"{result.iteration} / {result.total_iters}")
-    table.add_row("best val mAP", "-" if result.best_map is None else f"{result.best_map:.4f}")
+    table.add_row("best val mAP@0.5", "-" if result.best_map is None else f"{result.best_map:.4f}")
     table.add_row("non-finite steps skipped", str(result.bad_steps))
-    for f in ("last.pth", "best.pth", "metrics.jsonl", "loss.png", "map.png", "options.json"):
+    for f in ("last.pth", "best.pth", "metrics.jsonl", "metrics.csv", "tensorboard", "loss.png", "map.png",
+              "options.json"):
         if (result.run_dir / f).exists():
             table.add_row(f, str(result.run_dir / f))
     console.print(table)
@@ -105,3 +177,8 @@ def _without_devices_flag(argv: list[str]) -> list[str]:
             continue
         out.append(a)
     return out
+
+
+# Typer reads the options from the signature: TrainOptions' fields, generated once at import
+command.__signature__ = _signature()  # type: ignore[attr-defined]
+command.__annotations__ = {p.name: p.annotation for p in command.__signature__.parameters.values()}  # type: ignore[attr-defined]

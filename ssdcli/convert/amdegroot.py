@@ -26,8 +26,9 @@ from ssdcli.convert.common import transfer
 from ssdcli.errors import SsdError
 from ssdcli.models.base import DetectorModel
 from ssdcli.models.registry import build_model
+from ssdcli.models.ssd.priors import SSD300_VOC
 from ssdcli.preprocess import CAFFE_BGR
-from ssdcli.priors import SSD300_VOC, PriorSpec
+from ssdcli.priors import PriorSpec
 
 FORMAT = "amdegroot"
 LAYOUT = "ssd.pytorch SSD300"

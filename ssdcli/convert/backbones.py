@@ -39,6 +39,8 @@ from torch import nn
 
 from ssdcli.convert.common import read_state_dict, transfer
 from ssdcli.errors import SsdError
+from ssdcli.models.ssd.mobilenet import MobileNetV3Backbone
+from ssdcli.models.ssd.vgg import VGGBackbone
 from ssdcli.preprocess import CAFFE_BGR, IMAGENET, Preprocess
 
 _RESNET_DEPTHS = {(2, 2, 2, 2, False): 18, (3, 4, 6, 3, False): 34, (3, 4, 6, 3, True): 50, (3, 4, 23, 3, True): 101}
@@ -78,9 +80,6 @@ def identify_backbone(state: Mapping[str, torch.Tensor]) -> str | None:
 
 
 def _target_kind(model: nn.Module) -> str:
-    from ssdcli.models.mobilenet import MobileNetV3Backbone
-    from ssdcli.models.vgg import VGGBackbone
-
     backbone = getattr(model, "backbone", None)
     if isinstance(backbone, VGGBackbone):
         return "vgg_bn" if any(isinstance(m, nn.BatchNorm2d) for m in backbone.vgg) else "vgg"

@@ -6,16 +6,15 @@ The augmentation of sample ``index`` in ``epoch`` draws from a generator seeded 
 only, so it is the same whatever the number of DataLoader workers or the order the samples are read in.
 
 Decoding: JPEG bytes go through ``torchvision.io.decode_jpeg`` (libjpeg-turbo). With
-:class:`~ssdcli.data.transforms.SSDTrainAugment` the augmentation is planned from the image header first; when
+:class:`~ssdcli.data.transforms.TrainAugment` (every family's training augmentation) the augmentation is planned from the image header first; when
 the crop will shrink the source at least 2x, the JPEG is decoded at 1/2, 1/4 or 1/8 scale with Pillow's
 ``draft`` (DCT-domain scaling), which differs from decoding in full and resizing only by interpolation noise.
-Anything else goes through :func:`ssdcli.data.images.read_image`.
+Anything else goes through :func:`ssdcli.data.images.decode_image_bytes` (the project's one safe decoder).
 """
 
 from __future__ import annotations
 
 import hashlib
-import io
 import os
 import warnings
 from collections.abc import Callable, Sequence
@@ -26,12 +25,12 @@ from PIL import Image
 from torch.utils.data import Dataset
 from torchvision.io import ImageReadMode, decode_jpeg
 
-from ssdcli.data.images import read_image
+from ssdcli.data.images import decode_image_bytes, probe_image, read_image_bytes
 from ssdcli.data.records import ImageRecord
-from ssdcli.data.transforms import SSDTrainAugment
+from ssdcli.data.transforms import TrainAugment
 from ssdcli.errors import SsdError
 
-__all__ = ["DetectionDataset", "collate_detections", "sample_generator", "load_sample"]
+__all__ = ["DetectionDataset", "collate_detections", "load_sample", "sample_generator"]
 
 Sample = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
 Transform = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Generator], Sample]
@@ -48,16 +47,13 @@ def sample_generator(seed: int, epoch: int, index: int) -> torch.Generator:
 
 
 def _header(data: bytes) -> tuple[Image.Image, int, int, int] | None:
-    """Open a JPEG lazily: ``(image, width, height, exif_orientation)`` as displayed, or None if unreadable."""
+    """Open a JPEG lazily: ``(image, width, height, exif_orientation)`` as displayed, or None when unreadable or
+    over the pixel limit (then :func:`~ssdcli.data.images.decode_image_bytes` decides, and names the file)."""
     try:
-        im = Image.open(io.BytesIO(data))
-        orientation = 1
-        if "exif" in im.info:
-            orientation = int(im.getexif().get(_EXIF_ORIENTATION, 1) or 1)
-    except Exception:  # noqa: BLE001 - any header/EXIF oddity: the generic decoders decide, and name the file
+        header, im = probe_image(data)
+    except SsdError:
         return None
-    w, h = im.size
-    return im, (h if orientation in (5, 6, 7, 8) else w), (w if orientation in (5, 6, 7, 8) else h), orientation
+    return im, header.width, header.height, header.orientation
 
 
 def _decode_reduced(im: Image.Image, width: int, height: int, k: int) -> torch.Tensor | None:
@@ -83,7 +79,7 @@ def _decode_jpeg_bytes(data: bytes) -> torch.Tensor:
 
 
 def _planned_jpeg(
-    data: bytes, boxes: torch.Tensor, labels: torch.Tensor, aug: SSDTrainAugment, generator: torch.Generator
+    data: bytes, boxes: torch.Tensor, labels: torch.Tensor, aug: TrainAugment, generator: torch.Generator
 ) -> Sample | None:
     """Plan from the header, decode at the coarsest scale the plan allows, render. None: use the generic path."""
     head = _header(data)
@@ -119,25 +115,14 @@ def load_sample(
     Raises :class:`SsdError` naming the file when it cannot be read or decoded.
     """
     if data is None:
-        try:
-            with open(path, "rb") as f:
-                data = f.read()
-        except OSError as e:
-            raise SsdError(f"{path}: cannot read ({e.strerror or e})") from None
-    if isinstance(transform, SSDTrainAugment) and data.startswith(_JPEG_MAGIC):
+        data = read_image_bytes(path)  # regular files only: a FIFO cannot block a worker
+    if isinstance(transform, TrainAugment) and data.startswith(_JPEG_MAGIC):
         state = generator.get_state()
         out = _planned_jpeg(data, boxes, labels, transform, generator)
         if out is not None:
             return out
         generator.set_state(state)
-    image = None
-    if data.startswith(_JPEG_MAGIC):
-        try:
-            image = _decode_jpeg_bytes(data)
-        except RuntimeError:
-            image = None
-    if image is None:
-        image = read_image(path)  # PNG/BMP/..., odd or damaged JPEGs: Pillow, or an SsdError naming the file
+    image = decode_image_bytes(data, path)  # the one safe decoder of ssdcli.data.images, or an SsdError
     return transform(image, boxes, labels, generator)
 
 

@@ -22,9 +22,13 @@ import numpy as np
 
 from ssdcli.data.class_names import validate_class_names
 from ssdcli.data.records import FORMAT_NAME, MANIFEST_NAME, ImageRecord, write_split
+from ssdcli.data.splits import holdout
 from ssdcli.data.voc import PROBLEM_KINDS, VOC_CLASSES, VocAnnotation, VocObject, parse_voc_item
 from ssdcli.data.voc_layout import Key, collect_items, resolve_layout
 from ssdcli.errors import SsdError
+from ssdcli.io_utils import atomic_write_text
+from ssdcli.reporting import Reporter, as_reporter
+from ssdcli.version import __version__
 
 _EXAMPLES = 5
 _SERIAL_BELOW = 1500  # fewer items than this are parsed in-process (pool start-up would cost more)
@@ -127,17 +131,23 @@ def prepare_voc(
     verify_images: bool = False,
     strict: bool = False,
     workers: int | None = None,
-    progress=None,
+    reporter: Reporter | None = None,
+    val_fraction: float = 0.1,
+    split_seed: int = 0,
 ) -> PrepareReport:
     """Validate a VOC-format dataset and write ``out/manifest.json`` + ``out/<split>.jsonl``.
 
     ``classes``: None = the 20 VOC classes, a list (or ``"a,b,c"``), or ``"auto"`` (sorted names found).
-    ``train_sets`` / ``test_sets``: see :mod:`ssdcli.data.voc_layout`. ``workers``: parsing processes (default: CPU
-    count; small datasets are parsed in-process). ``progress``: an optional started ``rich.progress.Progress``
-    (a task is added to it); None is silent. ``out=None`` only validates. Raises :class:`SsdError` for unusable
+    ``train_sets`` / ``test_sets``: see :mod:`ssdcli.data.voc_layout`. ``val_fraction``: when the source has no
+    ``val`` split, this fraction of the train images (chosen by :func:`ssdcli.data.splits.holdout` from their ids
+    and ``split_seed``) becomes ``val``, the split ``ssd train`` selects ``best.pth`` on; 0 keeps them all in train. ``workers``: parsing processes (default: CPU
+    count; small datasets are parsed in-process). ``reporter``: a :class:`ssdcli.reporting.Reporter` (task
+    ``"read annotations"``, one unit per image); None is silent. ``out=None`` only validates. Raises :class:`SsdError` for unusable
     input, :class:`PrepareFailure` when no image is usable and :class:`StrictFailure` when ``strict`` and
     problems of severity ``"warning"`` were found (nothing is written then; both carry the report).
     """
+    if not 0.0 <= val_fraction < 1.0:
+        raise SsdError(f"--val-fraction {val_fraction}: expected a fraction in [0, 1) (0: no validation hold-out)")
     start = time.perf_counter()
     root = Path(root).expanduser()
     if not root.is_dir():
@@ -148,7 +158,7 @@ def prepare_voc(
     tally = _Tally(root)
     split_items, tasks, missing = collect_items(split_sets, lambda f, image_id: tally.add("duplicate_id", f, image_id))
     no_xml = {k: VocAnnotation(k[1], xml).fail("missing_annotation", xml, "no such file") for k, xml in missing.items()}
-    parsed = {**_parse_all(tasks, verify_images, workers, progress), **no_xml}
+    parsed = {**_parse_all(tasks, verify_images, workers, as_reporter(reporter)), **no_xml}
     for ann in parsed.values():
         for problem in ann.problems:
             tally.add(*problem)
@@ -169,6 +179,7 @@ def prepare_voc(
     for split, items in split_items.items():
         split_records[split] = _split_records(split, items, parsed, records, report.skipped)
         report.splits[split] = _split_stats([s.label for s in split_sets[split]], split_records[split], len(class_list))
+    held_out = _hold_out_val(split_records, report, split_sets, val_fraction, split_seed)
     if "train" in split_items and "test" in split_items:
         for folder, image_id in sorted(set(split_items["train"]) & set(split_items["test"])):
             tally.add("split_overlap", os.path.join(folder, "Annotations", image_id + ".xml"), "in train and test")
@@ -182,11 +193,28 @@ def prepare_voc(
         options = {
             "classes": "auto" if report.classes_auto else ("voc" if classes is None else "list"),
             "train_sets": train_sets, "test_sets": test_sets, "verify_images": verify_images, "strict": strict,
+            "val_holdout": held_out,
         }  # fmt: skip
         _write(out, report, split_records, image_root, layout, split_sets, options)
         report.written = True
         report.elapsed_s = time.perf_counter() - start
     return report
+
+
+def _hold_out_val(split_records: dict[str, list[ImageRecord]], report: PrepareReport, split_sets,
+                  fraction: float, seed: int) -> dict | None:  # fmt: skip
+    """Move a deterministic ``fraction`` of train into a new ``val`` split when the source has none."""
+    train = split_records.get("train")
+    if fraction == 0 or not train or "val" in split_records:
+        return None
+    kept, held = holdout(train, [r.id for r in train], fraction, seed)
+    if not held:
+        return None
+    split_records["train"], split_records["val"] = kept, held
+    sets = report.splits["train"].sets
+    report.splits["train"] = _split_stats(sets, kept, len(report.classes))
+    report.splits["val"] = _split_stats([f"{fraction:g} of {'+'.join(sets)} (seed {seed})"], held, len(report.classes))
+    return {"from": "train", "fraction": fraction, "seed": seed, "images": len(held)}
 
 
 def _make_records(parsed: dict[Key, VocAnnotation], classes: list[str], tally: _Tally,
@@ -253,27 +281,26 @@ def _from_tuple(t: tuple) -> VocAnnotation:
     return VocAnnotation(t[0], t[1], t[2], t[3], t[4], [VocObject(*o) for o in t[5]], t[6], t[7])
 
 
-def _parse_all(tasks: dict, verify: bool, workers: int | None, progress) -> dict[Key, VocAnnotation]:
+def _parse_all(tasks: dict, verify: bool, workers: int | None, reporter: Reporter) -> dict[Key, VocAnnotation]:
     """Parse every task, in ``workers`` processes (fork where available) when there are many."""
     keys = list(tasks)
     todo = [tasks[k] for k in keys]
-    tid = progress.add_task("reading annotations", total=len(todo)) if progress is not None else None
+    reporter.start("read annotations", len(todo), unit="img")
     workers = max(1, min(workers if workers is not None else (os.cpu_count() or 1), 32))
     chunks = [todo[i : i + _CHUNK] for i in range(0, len(todo), _CHUNK)]
     results: list[list[tuple]] = []
     if workers == 1 or len(todo) < _SERIAL_BELOW:
         for c in chunks:
             results.append(_parse_chunk(c, verify))
-            if tid is not None:
-                progress.advance(tid, len(c))
+            reporter.advance("read annotations", len(c))
     else:
         fork = sys.platform.startswith("linux") and "fork" in multiprocessing.get_all_start_methods()
         ctx = multiprocessing.get_context("fork" if fork else None)  # fork: workers need not import torch again
         with ProcessPoolExecutor(max_workers=min(workers, len(chunks)), mp_context=ctx) as pool:
             for c, result in zip(chunks, pool.map(_parse_chunk, chunks, [verify] * len(chunks))):
                 results.append(result)
-                if tid is not None:
-                    progress.advance(tid, len(c))
+                reporter.advance("read annotations", len(c))
+    reporter.end("read annotations")
     return {k: _from_tuple(t) for k, t in zip(keys, (t for r in results for t in r))}
 
 
@@ -291,9 +318,6 @@ def _split_stats(sets: list[str], recs: list[ImageRecord], num_classes: int) -> 
 def _write(
     out: Path, report: PrepareReport, split_records, image_root: Path, layout: str, split_sets, options: dict
 ) -> None:
-    from ssdcli import __version__
-    from ssdcli.io_utils import atomic_write_text
-
     if out.exists() and not out.is_dir():
         raise SsdError(f"{out}: exists and is not a folder")
     try:

@@ -21,9 +21,11 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
 from ssdcli.errors import SsdError
+from ssdcli.reporting import Reporter, as_reporter
 
 SAMPLE_CLASSES: tuple[str, ...] = ("circle", "square", "triangle", "star")
-_SPLITS = (("trainval", "train"), ("test", "test"))  # (split file, id prefix)
+# (split file, id prefix, seed stream); with a val split the training images are listed in train.txt instead
+_SPLITS = (("trainval", "train", 0), ("test", "test", 1), ("val", "val", 2))
 _MIN_REL, _MAX_REL = 0.12, 0.6  # object size relative to the shorter image side
 _MAX_OVERLAP = 0.3  # intersection / area of the smaller box, between any two objects
 
@@ -34,35 +36,43 @@ def write_sample_dataset(
     num_test: int = 100,
     image_size: int | tuple[int, int] = (192, 320),
     seed: int = 0,
-    progress=None,
+    reporter: Reporter | None = None,
+    num_val: int = 0,
 ) -> Path:
     """Write the sample dataset to ``out_dir`` (created; existing files of the same names are replaced).
 
     ``image_size``: a side length, or ``(min, max)`` for random width and height in that range.
-    ``progress``: an optional started ``rich.progress.Progress``. Returns ``Path(out_dir)``.
+    ``reporter``: a :class:`ssdcli.reporting.Reporter` (task ``"draw samples"``). ``num_val`` > 0 adds a ``val`` split (then the
+    training images are listed in ``train.txt``; the train and test images do not change). Returns ``Path(out_dir)``.
     """
     lo, hi = (image_size, image_size) if isinstance(image_size, int) else (int(image_size[0]), int(image_size[1]))
     if lo < 32 or hi < lo:
         raise SsdError(f"image_size: need 32 <= min <= max, got {image_size}")
-    if num_train < 0 or num_test < 0 or num_train + num_test == 0:
+    if num_train < 0 or num_test < 0 or num_val < 0 or num_train + num_test == 0:
         raise SsdError(f"need a positive number of images (train {num_train}, test {num_test})")
     out = Path(out_dir)
     for sub in ("Annotations", "JPEGImages", "ImageSets/Main"):
         (out / sub).mkdir(parents=True, exist_ok=True)
-    task = progress.add_task("drawing sample images", total=num_train + num_test) if progress is not None else None
-    for split_index, ((split_file, prefix), n) in enumerate(zip(_SPLITS, (num_train, num_test))):
+    total = num_train + num_test + num_val
+    reporter = as_reporter(reporter)
+    reporter.start("draw samples", total, unit="img")
+    for (split_file, prefix, stream), n in zip(_SPLITS, (num_train, num_test, num_val)):
+        if num_val and split_file == "trainval":
+            split_file = "train"
+        if split_file == "val" and not n:
+            continue
         ids = []
         for i in range(n):
             image_id = f"{prefix}_{i:05d}"
-            rng = np.random.default_rng([seed, split_index, i])
+            rng = np.random.default_rng([seed, stream, i])
             image, objects = draw_sample(rng, lo, hi)
             image.save(out / "JPEGImages" / f"{image_id}.jpg", quality=90)
             (out / "Annotations" / f"{image_id}.xml").write_text(_xml(image_id, image.size, objects))
             ids.append(image_id)
-            if task is not None:
-                progress.advance(task)
+            reporter.advance("draw samples")
         (out / "ImageSets" / "Main" / f"{split_file}.txt").write_text("".join(f"{i}\n" for i in ids))
     (out / "classes.txt").write_text("".join(f"{c}\n" for c in SAMPLE_CLASSES))
+    reporter.end("draw samples")
     return out
 
 

@@ -30,7 +30,6 @@ import numpy as np
 import torch
 from torchvision.transforms.v2 import functional as TF
 
-from ssdcli.data.images import resize_square
 from ssdcli.data.photometric import PhotometricParams, Scratch, photometric_distort, sample_photometric
 from ssdcli.errors import SsdError
 from ssdcli.preprocess import IMAGENET, Preprocess
@@ -42,12 +41,10 @@ __all__ = [
     "PhotometricParams",
     "sample_photometric",
     "photometric_distort",
+    "TrainAugment",
     "SSDTrainAugment",
-    "SSDEvalTransform",
     "voc_to_continuous",
 ]
-
-_Scratch = Scratch  # old private name, still imported by ssdcli.models.centernet.augment
 
 # v2.RandomIoUCrop's options: 0.0 = any crop holding a box centre, >= 1.0 = keep the whole canvas.
 MIN_IOU_OPTIONS: tuple[float, ...] = (0.0, 0.1, 0.3, 0.5, 0.7, 0.9, 1.0)
@@ -125,7 +122,36 @@ def _sample_crop(
             return crop, mode, inside[t].copy()
 
 
-class SSDTrainAugment:
+class TrainAugment:
+    """What every family's training augmentation is: a plan drawn from the image size and boxes alone
+    (:meth:`sample`), the largest JPEG decode reduction the plan allows (:meth:`max_reduction`), and the rendering
+    (:meth:`render`). The dataset plans from the JPEG header and decodes at a reduced scale when it can
+    (:mod:`ssdcli.data.dataset`), for any family.
+
+    ``__call__(image uint8 [3,H,W], boxes VOC pixel float32 [K,4], labels int64 [K], generator)`` ->
+    ``(image uint8 [3,S,S], boxes float32 [K',4] relative xyxy, labels int64 [K'])``.
+    """
+
+    def sample(self, width: int, height: int, boxes: torch.Tensor | np.ndarray, generator: torch.Generator) -> object:
+        raise NotImplementedError
+
+    def max_reduction(self, plan: object) -> int:
+        """The largest power-of-two decode reduction that leaves the rendering unchanged (1: none)."""
+        return 1
+
+    def render(
+        self, image: torch.Tensor, boxes: torch.Tensor, labels: torch.Tensor, plan: object, reduction: int = 1
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        raise NotImplementedError
+
+    def __call__(
+        self, image: torch.Tensor, boxes: torch.Tensor, labels: torch.Tensor, generator: torch.Generator
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        plan = self.sample(image.shape[-1], image.shape[-2], boxes, generator)
+        return self.render(image, boxes, labels, plan)
+
+
+class SSDTrainAugment(TrainAugment):
     """SSD training augmentation producing uint8 ``[3,S,S]`` images and relative xyxy boxes.
 
     ``__call__(image uint8 [3,H,W], boxes VOC pixel float32 [K,4], labels int64 [K], generator)`` ->
@@ -267,25 +293,3 @@ class SSDTrainAugment:
         valid = ((out[:, 2] - out[:, 0]) >= 1.0) & ((out[:, 3] - out[:, 1]) >= 1.0)
         rel = torch.from_numpy((out[valid] / s).clip(0.0, 1.0).astype(np.float32)).reshape(-1, 4)
         return rel, labels[torch.from_numpy(valid)]
-
-    def __call__(
-        self, image: torch.Tensor, boxes: torch.Tensor, labels: torch.Tensor, generator: torch.Generator
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        plan = self.sample(image.shape[-1], image.shape[-2], boxes, generator)
-        return self.render(image, boxes, labels, plan)
-
-
-class SSDEvalTransform:
-    """Test-time transform: warp to ``S x S`` (:func:`resize_square`), VOC pixel boxes -> relative xyxy."""
-
-    def __init__(self, image_size: int) -> None:
-        self.size = int(image_size)
-
-    def __call__(
-        self, image: torch.Tensor, boxes: torch.Tensor, labels: torch.Tensor, generator: torch.Generator | None = None
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        h, w = image.shape[-2:]
-        b = voc_to_continuous(boxes) / [w, h, w, h]
-        rel = torch.from_numpy(b.clip(0.0, 1.0).astype(np.float32)).reshape(-1, 4)
-        return resize_square(image, self.size), rel, torch.as_tensor(labels, dtype=torch.int64).reshape(-1)
-

@@ -8,17 +8,23 @@ Real datasets break the format in many small ways; each problem found is reporte
 with ``kind`` one of :data:`PROBLEM_KINDS`. Kinds of severity ``"warning"`` change or drop data (``--strict``
 fails on them); kinds of severity ``"note"`` are handled without loss (PNG data in a ``.jpg`` file, float
 coordinates, a missing ``<difficult>``...).
+
+Images whose boxes do not fit are skipped, not repaired: an image smaller than its XML ``<size>`` with boxes
+beyond the real image (resized after annotation; clipping would keep wrong boxes) is ``image_smaller_than_xml``,
+and one whose objects all had invalid boxes is ``all_boxes_invalid``, rather than kept as a negative (its
+real objects would be trained as background). Files are read through :mod:`ssdcli.data.images` (regular files only, pixel
+limit from the header); ``verify`` decodes with the exact decoder training uses.
 """
 
 from __future__ import annotations
 
 import os
-import warnings
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
-from PIL import Image
+from ssdcli.data.images import check_regular_file, probe_image, read_image
+from ssdcli.errors import SsdError
 
 # The 20 PASCAL VOC classes in the usual (alphabetical) order: label i (1-based) is VOC_CLASSES[i-1].
 VOC_CLASSES: tuple[str, ...] = (
@@ -34,6 +40,8 @@ PROBLEM_KINDS: dict[str, tuple[str, str]] = {
     "unreadable_image": ("warning", "image file cannot be opened as an image: image skipped"),
     "truncated_image": ("warning", "image data incomplete or corrupt: image skipped"),
     "size_mismatch": ("warning", "XML width/height differ from the image: real size used"),
+    "image_smaller_than_xml": ("warning", "image smaller than its XML <size>, boxes beyond it: image skipped"),
+    "all_boxes_invalid": ("warning", "no usable box among its objects: image skipped, not kept as a negative"),
     "exif_orientation": ("warning", "image has an EXIF rotation: check that its boxes fit the shown image"),
     "bad_object": ("warning", "object without <name> or <bndbox>: dropped"),
     "invalid_box": ("warning", "box with xmin >= xmax, ymin >= ymax or unreadable numbers: dropped"),
@@ -52,10 +60,9 @@ PROBLEM_KINDS: dict[str, tuple[str, str]] = {
 }
 
 _EXT_FORMATS = {".jpg": "JPEG", ".jpeg": "JPEG", ".png": "PNG", ".bmp": "BMP", ".webp": "WEBP",
-                ".tif": "TIFF", ".tiff": "TIFF"}  # fmt: skip
+                ".tif": "TIFF", ".tiff": "TIFF", ".gif": "GIF"}  # fmt: skip
 _TAIL_BYTES = 4096  # end-of-image markers are looked for in the last bytes of a file...
 _TAIL_BYTES_MAX = 1 << 16  # ...and, when absent there, in the last 64 KiB (cameras append trailers)
-_EXIF_ORIENTATION = 0x0112
 
 
 class VocObject(NamedTuple):
@@ -80,7 +87,7 @@ class VocAnnotation:
     def problem(self, kind: str, file: str, detail: str) -> None:
         self.problems.append((kind, file, detail))
 
-    def fail(self, kind: str, file: str, detail: str) -> "VocAnnotation":
+    def fail(self, kind: str, file: str, detail: str) -> VocAnnotation:
         self.problem(kind, file, detail)
         self.skip = kind
         return self
@@ -102,39 +109,31 @@ class ImageProblem(Exception):
 
 
 def read_image_info(path: str, verify: bool = False) -> ImageInfo:
-    """Size and format from the image header (no decode); full decode when ``verify``. Raises ImageProblem."""
+    """Size and format from the image header (no decode; pixel limit and regular-file check of
+    :mod:`ssdcli.data.images`); with ``verify``, a full decode by :func:`~ssdcli.data.images.read_image`, the
+    decoder training uses, so what passes decodes in training. Raises ImageProblem."""
     try:
-        with open(path, "rb") as f, warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            try:
-                im = Image.open(f)
-            except Image.DecompressionBombError as e:
-                raise ImageProblem("unreadable_image", str(e).split(".")[0]) from None
-            except Exception as e:  # Pillow raises many types for garbage
-                raise ImageProblem("unreadable_image", _short(e) or "not an image") from None
-            raw = (int(im.size[0]), int(im.size[1]))
-            fmt = "JPEG" if im.format == "MPO" else im.format  # multi-picture JPEGs from cameras
-            orientation = 1
-            if "exif" in im.info:
-                try:
-                    orientation = int(im.getexif().get(_EXIF_ORIENTATION, 1) or 1)
-                except Exception:
-                    orientation = 1
-            if orientation not in range(1, 9):
-                orientation = 1
-            if verify:
-                try:
-                    im.load()
-                except Exception as e:
-                    raise ImageProblem("truncated_image", f"decode failed: {_short(e)}") from None
-            elif fmt in ("JPEG", "PNG") and not _has_end_marker(f, fmt):
-                raise ImageProblem("truncated_image", f"{fmt} data ends before its end-of-image marker")
+        check_regular_file(path)
+        with open(path, "rb") as f:
+            header, _ = probe_image(f, path)  # the lazily opened image goes with the file
+            if not verify and header.format in ("JPEG", "PNG") and not _has_end_marker(f, header.format):
+                raise ImageProblem("truncated_image", f"{header.format} data ends before its end-of-image marker")
+    except SsdError as e:
+        raise ImageProblem("unreadable_image", _detail(e, path)) from None
     except OSError as e:
         raise ImageProblem("unreadable_image", e.strerror or _short(e)) from None
-    if raw[0] <= 0 or raw[1] <= 0:
-        raise ImageProblem("unreadable_image", f"image size {raw[0]}x{raw[1]}")
-    w, h = (raw[1], raw[0]) if orientation >= 5 else raw
-    return ImageInfo(w, h, fmt, orientation, raw)
+    if verify:
+        try:
+            read_image(path)
+        except SsdError as e:
+            raise ImageProblem("truncated_image", f"decode failed: {_detail(e, path)}") from None
+    return ImageInfo(header.width, header.height, header.format, header.orientation, header.raw_size)
+
+
+def _detail(e: SsdError, path: str) -> str:
+    """An SsdError's message without the leading file name (the report names the file itself)."""
+    text = str(e)
+    return text[len(str(path)) + 2 :] if text.startswith(f"{path}: ") else text
 
 
 def _has_end_marker(f, fmt: str) -> bool:
@@ -173,10 +172,15 @@ def parse_voc_item(
     stem: the XML ``<filename>`` in ``image_dir`` is tried next). Class names are not checked here."""
     res = VocAnnotation(id=image_id, annotation=xml_path)
     try:
+        check_regular_file(xml_path)  # a FIFO named x.xml would block the parser forever
         root = ET.parse(xml_path).getroot()
     except FileNotFoundError:
         return res.fail("missing_annotation", xml_path, "no such file")
-    except (ET.ParseError, OSError, UnicodeError) as e:
+    except SsdError as e:
+        if not os.path.exists(xml_path):
+            return res.fail("missing_annotation", xml_path, "no such file")
+        return res.fail("bad_annotation", xml_path, _detail(e, xml_path))
+    except (ET.ParseError, OSError, UnicodeError, LookupError, ValueError) as e:  # LookupError: unknown encoding
         return res.fail("bad_annotation", xml_path, _short(e))
     if root.tag != "annotation":
         return res.fail("bad_annotation", xml_path, f"root element <{root.tag}>, expected <annotation>")
@@ -215,8 +219,32 @@ def parse_voc_item(
             "size_mismatch", xml_path, f"XML says {xml_size[0]}x{xml_size[1]}, image is {info.width}x{info.height}"
         )
 
-    for obj in root.findall("object"):  # direct children only: <name> inside <owner>/<source>/<part> never counts
+    first = len(res.problems)
+    objects = root.findall("object")  # direct children only: <name> inside <owner>/<source>/<part> never counts
+    for obj in objects:
         _parse_object(obj, res, xml_path, info, rotate)
+    return _check_boxes_fit(res, xml_path, xml_size, info, first, bool(objects) and not rotate)
+
+
+def _check_boxes_fit(res: VocAnnotation, xml_path: str, xml_size, info: ImageInfo, first: int,
+                     check: bool) -> VocAnnotation:  # fmt: skip
+    """Skip an image whose boxes do not fit it: smaller than its XML ``<size>`` with boxes beyond the real
+    image (resized after annotation: clipping would keep wrong boxes), or every box invalid (it would be
+    trained as background)."""
+    if not check:
+        return res
+    lost = [p for p in res.problems[first:] if p[0] in ("box_clipped", "box_outside_image")]
+    smaller = None not in xml_size and (info.width < xml_size[0] or info.height < xml_size[1])
+    if smaller and lost:
+        res.problems = [p for p in res.problems if p[0] not in ("size_mismatch", "box_clipped", "box_outside_image")]
+        res.objects = []
+        detail = (f"image is {info.width}x{info.height}, XML <size> {xml_size[0]}x{xml_size[1]}; "
+                  f"{len(lost)} box(es) reach beyond the image")  # fmt: skip
+        return res.fail("image_smaller_than_xml", res.image or xml_path, detail)
+    if not res.objects:
+        dropped = [p for p in res.problems[first:] if p[0] in ("bad_object", "invalid_box", "box_outside_image")]
+        if dropped:
+            return res.fail("all_boxes_invalid", xml_path, f"{len(dropped)} object(s), none usable")
     return res
 
 

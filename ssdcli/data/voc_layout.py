@@ -23,6 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from ssdcli.data.images import check_regular_file
 from ssdcli.errors import SsdError
 
 __all__ = [
@@ -30,7 +31,7 @@ __all__ = [
 ]
 
 # image extensions looked for in JPEGImages/, preferred first when one id has several files
-IMAGE_EXT_ORDER = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
+IMAGE_EXT_ORDER = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif")
 
 Key = tuple[str, str]  # (VOC folder, image id)
 ParseTask = tuple[str, str, str | None, str]  # (image id, XML path, image path or None, image folder)
@@ -182,6 +183,7 @@ def list_folder(folder: Path) -> tuple[set[str], dict[str, str]]:
 
 def read_ids(path: Path) -> list[str]:
     """Image ids of a split file: the first token of each line, an image or ``.xml`` extension dropped."""
+    check_regular_file(path)  # a FIFO named trainval.txt would block forever
     try:
         lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
     except OSError as e:

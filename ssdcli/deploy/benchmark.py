@@ -8,6 +8,7 @@ JPEGs written to a temporary folder. Engines that cannot run here become ``skipp
 
 from __future__ import annotations
 
+import copy
 import os
 import tempfile
 import time
@@ -17,19 +18,24 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torchvision.io import encode_jpeg
 
 from ssdcli.data.images import IMAGE_EXTENSIONS, read_image
+from ssdcli.data.records import load_prepared
 from ssdcli.deploy.engines import ENGINE_NAMES, Engine, EngineUnavailable, onnx_engine, torch_engine
 from ssdcli.deploy.environment import environment_info
 from ssdcli.deploy.flops import count_flops, measure_matmul_peak
-from ssdcli.deploy.onnx_export import load_checkpoint_model
-from ssdcli.deploy.trainbench import train_throughput
+from ssdcli.deploy.onnx_export import export_onnx, load_checkpoint_model
+from ssdcli.deploy.trainbench import TrainRow, train_throughput
 from ssdcli.device import resolve_device
-from ssdcli.errors import SsdError
+from ssdcli.engine.evaluator import check_class_names, evaluate_detector
+from ssdcli.errors import SsdError, first_line
+from ssdcli.inference import detections_to_prediction
+from ssdcli.inference.onnx_backend import OnnxBackend
 from ssdcli.models.base import DetectorModel
 from ssdcli.models.registry import build_from_config
 from ssdcli.postprocess import PostprocessConfig
-from ssdcli.predictor import detections_to_prediction
+from ssdcli.reporting import Reporter, Stages, as_reporter
 
 Progress = Callable[[str], None]
 
@@ -57,15 +63,6 @@ class BenchRow:
 
 
 @dataclass
-class TrainRow:
-    batch: int
-    status: str = "ok"
-    reason: str = ""
-    step_ms: float | None = None
-    images_per_s: float | None = None
-
-
-@dataclass
 class BenchmarkReport:
     settings: dict
     environment: dict
@@ -75,9 +72,6 @@ class BenchmarkReport:
     train: list[TrainRow] = field(default_factory=list)
     engines: dict[str, dict] = field(default_factory=dict)  # engine -> providers / dtype / threads
     notes: list[str] = field(default_factory=list)
-
-    def row(self, engine: str, batch: int | None = None) -> BenchRow | None:
-        return next((r for r in self.rows if r.engine == engine and (batch is None or r.batch == batch)), None)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -96,10 +90,10 @@ def run_benchmark(
     images: str | os.PathLike | None = None,
     postprocess: PostprocessConfig = PostprocessConfig(),
     split: str = "test",
-    progress: Progress | None = None,
+    reporter: Reporter | None = None,
 ) -> BenchmarkReport:
-    """Benchmark ``weights`` (a ``.pth`` checkpoint or an exported ``.onnx``); see the module docstring."""
-    say = progress or (lambda _m: None)
+    """Benchmark ``weights`` (a ``.pth`` checkpoint or an exported ``.onnx``); see the module docstring.
+    ``reporter`` gets task ``"benchmark"``: one stage per measurement."""
     batches, engines = _check_args(batches, engines, warmup, iters)
     dev = device if isinstance(device, torch.device) else resolve_device(str(device))
     path = Path(weights)
@@ -111,10 +105,11 @@ def run_benchmark(
         notes.append("--half applies to CUDA only; CPU engines run in fp32")
     use_half = half and dev.type == "cuda"
 
-    say("loading model")
+    per_engine = len(batches) + (1 if accuracy_data is not None else 0)
+    total = 2 + len(engines) * (1 + per_engine) + (len(batches) if train else 0)
+    stages = Stages(as_reporter(reporter), "benchmark", total)
+    stages.next("loading model")
     if is_onnx:
-        from ssdcli.deploy.runners import OnnxBackend
-
         config = OnnxBackend(path, "cpu").config
         model: DetectorModel | None = None
         shape_model = build_from_config(config).eval()  # random weights: FLOPs and training speed only
@@ -123,7 +118,6 @@ def run_benchmark(
         config, shape_model = model.config, model
     records, classes = _accuracy_records(accuracy_data, split) if accuracy_data is not None else (None, None)
     if records is not None:  # fail before the timing runs, not after them
-        from ssdcli.engine.evaluator import check_class_names
 
         check_class_names(config.class_names, classes, str(path), str(accuracy_data))  # type: ignore[arg-type]
     settings = {
@@ -138,7 +132,7 @@ def run_benchmark(
         "accuracy_data": str(accuracy_data or ""),
         "train": train,
     }
-    say("counting FLOPs and measuring the matmul peak")
+    stages.next("counting FLOPs and measuring the matmul peak")
     flops = count_flops(shape_model, config.image_size)
     peak = measure_matmul_peak(dev, torch.float16 if use_half else torch.float32)
     report = BenchmarkReport(
@@ -159,29 +153,33 @@ def run_benchmark(
         if images is None and records is None:
             notes.append(f"pre-processing timed on {len(files)} synthetic 500x375 JPEG files")
         for name in engines:
-            say(f"preparing engine {name}")
+            stages.next(f"preparing engine {name}")
             try:
-                engine = _make_engine(name, path, model, dev, use_half, postprocess, Path(tmp), say)
+                engine = _make_engine(name, path, model, dev, use_half, postprocess, Path(tmp), stages.note)
             except EngineUnavailable as e:
                 report.rows.append(BenchRow(name, None, "skipped", str(e)))
+                stages.skip(per_engine)
                 continue
             report.engines[name] = engine.info
             for b in batches:
-                say(f"{name}: batch {b}")
+                stages.next(f"{name}: batch {b}")
                 report.rows.append(_measure(engine, files, b, warmup, iters, flops, peak.gflops))
-            if records is not None and any(r.ok for r in report.rows if r.engine == name):
-                say(f"{name}: accuracy on {len(records)} images")
-                m = _accuracy(engine, records, classes)  # type: ignore[arg-type]
+            if records is not None and not any(r.ok for r in report.rows if r.engine == name):
+                stages.skip(1)
+            elif records is not None:
+                stages.next(f"{name}: accuracy on {len(records)} images")
+                m = _accuracy(engine, records, classes, stages.reporter)  # type: ignore[arg-type]
                 for r in report.rows:
                     if r.engine == name and r.ok:
                         r.map = m
             del engine
     if train:
         for b in batches:
-            say(f"training step, batch {b}")
+            stages.next(f"training step, batch {b}")
             report.train.append(
                 train_throughput(config, dev, b, use_half, warmup=min(warmup, 2), iters=max(1, min(iters, 5)))
             )
+    stages.done()
     return report
 
 
@@ -211,7 +209,6 @@ def _make_engine(
     if name in ("torch", "compile"):
         if model is None:
             raise EngineUnavailable(f"{name} needs a .pth checkpoint (got an ONNX model)")
-        import copy
 
         return torch_engine(copy.deepcopy(model), dev, half, pp, compile=name == "compile")
     onnx_path = path
@@ -220,7 +217,6 @@ def _make_engine(
         if not onnx_path.exists():
             if name == "tensorrt" and dev.type != "cuda":
                 raise EngineUnavailable(f"TensorRT needs a CUDA device (running on {dev.type})")
-            from ssdcli.deploy.onnx_export import export_onnx
 
             say(f"exporting {path.name} to ONNX")
             export_onnx(path, onnx_path, half=half, postprocess=pp, verify=False)
@@ -236,7 +232,6 @@ def _image_files(images: str | os.PathLike | None, records: list | None, tmp: Pa
         return files[: max(n, 1)]
     if records:
         return [Path(r.path) for r in records[: max(n, 1)]]
-    from torchvision.io import encode_jpeg
 
     gen = torch.Generator().manual_seed(0)
     out = []
@@ -273,7 +268,7 @@ def _measure(
         except SsdError:
             raise
         except Exception as e:  # e.g. torch.compile failing on first use, out of memory at a large batch
-            text = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
+            text = first_line(e)
             return BenchRow(engine.name, batch, "skipped", f"failed: {text}")
         if i >= warmup:
             pre.append(t1 - t0)
@@ -302,17 +297,11 @@ def _measure(
 
 
 def _accuracy_records(data: str | os.PathLike, split: str) -> tuple[list, list[str]]:
-    from ssdcli.data.records import load_prepared
-
     ds = load_prepared(data, splits=[split])
     return ds.split(split), ds.classes
 
 
-def _accuracy(engine: Engine, records: list, classes: list[str]) -> float | None:
-    try:
-        from ssdcli.engine.evaluator import evaluate_detector
-    except ImportError as e:
-        raise SsdError(f"--accuracy: the evaluator is not available ({e})") from None
-    report = evaluate_detector(engine.detector, records, classes, metrics=("voc07",))
+def _accuracy(engine: Engine, records: list, classes: list[str], reporter: Reporter) -> float | None:
+    report = evaluate_detector(engine.detector, records, classes, metrics=("voc07",), reporter=reporter)
     value = float(report.map)
     return None if np.isnan(value) else value

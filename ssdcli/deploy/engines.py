@@ -1,5 +1,5 @@
 """Inference engines as the benchmark sees them: ``forward`` (normalised batch -> outputs, synchronised) and
-``post`` (outputs -> per-image detections), plus a :class:`~ssdcli.predictor.Detector` for accuracy runs.
+``post`` (outputs -> per-image detections), plus a :class:`~ssdcli.inference.Detector` for accuracy runs.
 
 Engines: ``torch`` (eager), ``compile`` (``torch.compile``), ``onnx`` (ONNX Runtime, CPU or CUDA provider),
 ``tensorrt`` (ONNX Runtime's TensorRT provider). A missing engine raises :class:`EngineUnavailable` with the
@@ -14,10 +14,11 @@ from pathlib import Path
 
 import torch
 
-from ssdcli.errors import SsdError
+from ssdcli.errors import SsdError, first_line
+from ssdcli.inference import Detector, TorchBackend
+from ssdcli.inference.onnx_backend import OnnxBackend
 from ssdcli.models.base import DetectorModel, ModelConfig
 from ssdcli.postprocess import Detections, PostprocessConfig
-from ssdcli.predictor import Detector, TorchBackend
 
 ENGINE_NAMES = ("torch", "compile", "onnx", "tensorrt")
 
@@ -41,7 +42,7 @@ def sync(device: torch.device) -> None:
 
 
 class _ModuleBackend:
-    """An :class:`~ssdcli.predictor.InferenceBackend` over any callable network (e.g. a compiled model)."""
+    """An :class:`~ssdcli.inference.InferenceBackend` over any callable network (e.g. a compiled model)."""
 
     def __init__(self, net: Callable, model: DetectorModel, device: torch.device, half: bool) -> None:
         self.net, self.model, self.device, self.half = net, model, device, half
@@ -66,7 +67,7 @@ def torch_engine(
         try:
             net = torch.compile(model, dynamic=False)
         except Exception as e:  # compile support varies by platform (compiler, Python version)
-            raise EngineUnavailable(f"torch.compile unavailable: {_first_line(e)}") from None
+            raise EngineUnavailable(f"torch.compile unavailable: {first_line(e)}") from None
     backend = _ModuleBackend(net, model, device, half)
 
     @torch.inference_mode()
@@ -89,7 +90,6 @@ def torch_engine(
 
 def onnx_engine(path: Path, device: torch.device, pp: PostprocessConfig, tensorrt: bool = False) -> Engine:
     """ONNX Runtime on ``path``: CPU provider on CPU, CUDA provider (or TensorRT) on CUDA devices."""
-    from ssdcli.deploy.runners import OnnxBackend
 
     name = "tensorrt" if tensorrt else "onnx"
     if tensorrt and device.type != "cuda":
@@ -113,8 +113,3 @@ def onnx_engine(path: Path, device: torch.device, pp: PostprocessConfig, tensorr
         "nms_in_graph": backend.nms,
     }
     return Engine(name, Detector(backend, pp), forward, post, info)
-
-
-def _first_line(e: BaseException) -> str:
-    text = str(e).strip()
-    return (text.splitlines()[0][:200] if text else "") or type(e).__name__

@@ -7,6 +7,8 @@ from importlib import metadata
 
 import torch
 
+from ssdcli.inference.onnx_backend import physical_cores
+
 
 def cpu_name() -> str:
     try:
@@ -27,8 +29,6 @@ def _version(dist: str) -> str | None:
 
 
 def environment_info(device: torch.device) -> dict:
-    from ssdcli.deploy.runners import physical_cores
-
     info: dict = {
         "device": str(device),
         "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_name(),

@@ -18,10 +18,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ssdcli.deploy.graphs import DETECTION_OUTPUTS, INPUT_NAME, detections_from_outputs
+from ssdcli.data.images import IMAGE_EXTENSIONS, read_image, resize_square
 from ssdcli.deploy.verify import DetectionAgreement, compare_detections, raw_tolerance
 from ssdcli.errors import SsdError
 from ssdcli.models.base import DetectorModel
+from ssdcli.models.export_graph import DETECTION_OUTPUTS, INPUT_NAME, detections_from_outputs
 from ssdcli.postprocess import PostprocessConfig
 
 CHECK_SIZE = 512  # check images are first warped to this square (the model's own resize follows)
@@ -50,7 +51,6 @@ class CheckResult:
 
 def check_inputs(check_images: str | os.PathLike | None, dynamic: bool) -> tuple[list[torch.Tensor], str]:
     """uint8 RGB batches ``[B,3,512,512]`` and their description; a batch of 2 then of 1 when ``dynamic``."""
-    from ssdcli.data.images import IMAGE_EXTENSIONS, read_image, resize_square
 
     if check_images is not None:
         root = Path(check_images)
@@ -96,7 +96,6 @@ def check_against_pytorch(
     pp: PostprocessConfig,
 ) -> CheckResult:
     """Run the ONNX model (NMS exports: with the raw outputs appended after the 4 detection outputs)."""
-    from ssdcli.data.images import resize_square
 
     session = cpu_session(model_bytes)
     raw_names = list(reference.output_names)

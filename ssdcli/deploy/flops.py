@@ -18,12 +18,12 @@ import time
 from dataclasses import asdict, dataclass
 
 import torch
+from torch._subclasses.fake_tensor import FakeTensorMode
 from torch.utils.flop_counter import FlopCounterMode
 
 
 def count_flops(model: torch.nn.Module, image_size: int) -> int:
     """FLOPs of ``model`` on one ``[1,3,S,S]`` image. Runs on fake tensors: shapes only, no arithmetic."""
-    from torch._subclasses.fake_tensor import FakeTensorMode
 
     param = next(model.parameters())
     counter = FlopCounterMode(display=False)

@@ -1,7 +1,7 @@
 """Checkpoint -> ONNX, checked against PyTorch with ONNX Runtime before anything is written.
 
 Uses the TorchScript-based exporter (``torch.onnx.export(dynamo=False)``): it needs no extra package and lets the
-grouped NMS be emitted as one ONNX ``NonMaxSuppression`` node (see :mod:`ssdcli.deploy.graphs`).
+grouped NMS be emitted as one ONNX ``NonMaxSuppression`` node (see :mod:`ssdcli.models.export_graph`).
 
 The ONNX ``metadata_props`` hold ``ssdcli`` = JSON (:func:`read_metadata`): ``format``/``version``, the full
 ``ModelConfig.to_dict()`` (arch, classes, input size, preprocessing, prior spec), ``nms``, the baked ``postprocess``
@@ -16,7 +16,6 @@ import json
 import os
 import time
 import warnings
-from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -26,20 +25,18 @@ import torch
 
 from ssdcli.checkpoint import load_model
 from ssdcli.deploy.export_check import check_against_pytorch, check_final_model, check_inputs
-from ssdcli.deploy.graphs import DETECTION_OUTPUTS, INPUT_NAME, WithRawOutputs
 from ssdcli.deploy.verify import DetectionAgreement
-from ssdcli.errors import SsdError
+from ssdcli.errors import SsdError, first_line
+from ssdcli.inference.onnx_backend import METADATA_KEY, ONNX_FORMAT
 from ssdcli.io_utils import atomic_write
 from ssdcli.models.base import DetectorModel
+from ssdcli.models.export_graph import DETECTION_OUTPUTS, INPUT_NAME, WithRawOutputs
 from ssdcli.postprocess import PostprocessConfig
+from ssdcli.reporting import Reporter, Stages, as_reporter
 
-METADATA_KEY = "ssdcli"
-ONNX_FORMAT = "ssdcli-onnx"
 MIN_OPSET = 11  # NonMaxSuppression, ScatterElements, dynamic TopK
 MAX_OPSET = 20  # newest opset of the TorchScript exporter
 DEFAULT_OPSET = 17
-
-Progress = Callable[[str], None]
 
 
 @dataclass
@@ -85,7 +82,7 @@ def load_checkpoint_model(path: Path) -> DetectorModel:
     except SsdError:
         raise
     except Exception as e:  # noqa: BLE001 - garbage input makes the unpickler fail in many ways
-        raise SsdError(f"{path}: not a readable ssdcli checkpoint ({type(e).__name__}: {_first_line(e)})") from None
+        raise SsdError(f"{path}: not a readable ssdcli checkpoint ({type(e).__name__}: {first_line(e)})") from None
 
 
 def export_onnx(
@@ -100,11 +97,11 @@ def export_onnx(
     check_images: str | os.PathLike | None = None,
     force: bool = False,
     verify: bool = True,
-    progress: Progress | None = None,
+    reporter: Reporter | None = None,
 ) -> ExportReport:
     """Export a native checkpoint to ONNX (see the module docstring); raises :class:`SsdError` when ONNX Runtime
-    disagrees with PyTorch (raw outputs beyond tolerance, or different final detections)."""
-    say = progress or (lambda _msg: None)
+    disagrees with PyTorch (raw outputs beyond tolerance, or different final detections). ``reporter`` gets task
+    ``"export"``: loading, exporting, checking (with ``verify``), writing."""
     ckpt = Path(checkpoint_path)
     if ckpt.suffix.lower() == ".onnx":
         raise SsdError(f"{ckpt}: already an ONNX model; export-onnx takes a .pth checkpoint")
@@ -118,15 +115,16 @@ def export_onnx(
         raise SsdError(f"{out}: already exists (use --force to overwrite)")
     batches, source = check_inputs(check_images, dynamic_batch) if verify else ([], "")
 
-    say("loading checkpoint")
+    stages = Stages(as_reporter(reporter), "export", 4 if verify else 3)
+    stages.next("loading checkpoint")
     model = load_checkpoint_model(ckpt)
-    has_priors = isinstance(getattr(model, "priors", None), torch.Tensor)
-    priors_path = out.with_name(out.stem + ".priors.npy") if not nms and has_priors else None
+    priors = model.export_arrays().get("priors")
+    priors_path = out.with_name(out.stem + ".priors.npy") if not nms and priors is not None else None
     if priors_path is not None and priors_path.exists() and not force:
         raise SsdError(f"{priors_path}: already exists (use --force to overwrite)")
     report = ExportReport(out, ckpt, model.config.arch, opset, nms, half, dynamic_batch, postprocess if nms else None)
     t0 = time.perf_counter()
-    say(f"exporting {model.config.arch} (opset {opset})")
+    stages.next(f"exporting {model.config.arch} (opset {opset})")
     if half:
         _to_half(model)
     proto = _export(model, opset, dynamic_batch, half, nms, postprocess)
@@ -135,12 +133,12 @@ def export_onnx(
     try:
         onnx.checker.check_model(proto)
     except onnx.checker.ValidationError as e:
-        raise SsdError(f"{out}: exported graph fails onnx.checker: {str(e).splitlines()[0]}") from None
+        raise SsdError(f"{out}: exported graph fails onnx.checker: {first_line(e)}") from None
     report.export_seconds = time.perf_counter() - t0
 
     check = None
     if verify:
-        say("checking ONNX Runtime against PyTorch")
+        stages.next("checking ONNX Runtime against PyTorch")
         reference = load_checkpoint_model(ckpt)  # fp32 reference, also for --half exports
         check = check_against_pytorch(proto.SerializeToString(), reference, batches, source, nms, half, postprocess)
         report.checked, report.check_source, report.batch_sizes = True, check.source, check.batch_sizes
@@ -158,14 +156,15 @@ def export_onnx(
             raise SsdError(
                 f"{out}: the final model disagrees with the checked one ({final.summary()}); nothing written"
             )
-    say(f"writing {out}")
+    stages.next(f"writing {out.name}")
     atomic_write(out, lambda f: f.write(data))
     report.size_bytes = len(data)
     if priors_path is not None:
         buf = io.BytesIO()
-        np.save(buf, model.priors.float().cpu().numpy())
+        np.save(buf, priors.float().cpu().numpy())
         atomic_write(priors_path, lambda f: f.write(buf.getvalue()))
         report.priors_path = priors_path
+    stages.done()
     return report
 
 
@@ -213,10 +212,10 @@ def _export(
                 do_constant_folding=True,
             )
     except (torch.onnx.errors.OnnxExporterError, torch.onnx.errors.SymbolicValueError) as e:
-        raise SsdError(f"--opset {opset}: cannot export {model.config.arch} ({_first_line(e)})") from None
+        raise SsdError(f"--opset {opset}: cannot export {model.config.arch} ({first_line(e)})") from None
     except RuntimeError as e:
         if "opset" in str(e).lower() or "unsupported" in str(e).lower():
-            raise SsdError(f"--opset {opset}: cannot export {model.config.arch} ({_first_line(e)})") from None
+            raise SsdError(f"--opset {opset}: cannot export {model.config.arch} ({first_line(e)})") from None
         raise
     proto = onnx.load_from_string(buf.getvalue())
     if isinstance(module, WithRawOutputs):  # the tracer names fixed axes (detection slots) as if dynamic
@@ -224,11 +223,6 @@ def _export(
             for dim, size in list(zip(out.type.tensor_type.shape.dim, shape))[1:]:
                 dim.dim_value = size
     return proto
-
-
-def _first_line(e: BaseException) -> str:
-    text = str(e).strip()
-    return text.splitlines()[0][:200] if text else type(e).__name__
 
 
 def _add_metadata(
@@ -259,7 +253,7 @@ def _add_metadata(
         "outputs": outputs,
         "max_detections": max_det,
         "dynamic_batch": dynamic,
-        "decoder": "ssd" if hasattr(model, "prior_spec") else cfg["arch"],
+        "decoder": model.decoder_name,
         "priors_file": priors_path.name if priors_path else None,
         "opset": opset,
         "source": ckpt.name,

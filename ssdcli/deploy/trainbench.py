@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 
 from ssdcli.deploy.engines import sync
-from ssdcli.errors import SsdError
+from ssdcli.errors import SsdError, first_line
 from ssdcli.models.base import ModelConfig
 from ssdcli.models.registry import build_from_config
 
@@ -25,12 +26,21 @@ def random_targets(batch: int, num_classes: int, gen: torch.Generator) -> tuple[
     return boxes, labels
 
 
+@dataclass
+class TrainRow:
+    """One training-throughput measurement of ``ssd benchmark --train``."""
+
+    batch: int
+    status: str = "ok"
+    reason: str = ""
+    step_ms: float | None = None
+    images_per_s: float | None = None
+
+
 def train_throughput(
     config: ModelConfig, device: torch.device, batch: int, half: bool, warmup: int = 1, iters: int = 3
-):  # type: ignore[no-untyped-def]
+) -> TrainRow:
     """Median training-step time of ``config``'s architecture (random weights) -> :class:`TrainRow`."""
-    from ssdcli.deploy.benchmark import TrainRow
-
     model = build_from_config(config).to(device).train()
     opt = torch.optim.SGD(model.parameters(), lr=1e-4, momentum=0.9)
     scaler = torch.amp.GradScaler(device.type, enabled=half)
@@ -55,7 +65,7 @@ def train_throughput(
             if i >= warmup:
                 times.append(time.perf_counter() - t0)
     except (SsdError, RuntimeError, ValueError, MemoryError) as e:  # out of memory; BatchNorm refusing a batch of 1
-        text = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
+        text = first_line(e)
         if "Expected more than 1 value per channel" in text:
             text = "BatchNorm layers cannot train on a batch of 1 image"
         return TrainRow(batch, "skipped", f"failed: {text}")

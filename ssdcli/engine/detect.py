@@ -13,15 +13,17 @@ Thresholds (two on purpose):
 
 Inputs (files, folders, glob patterns) and output names: :mod:`ssdcli.engine.detect_inputs`; outputs never
 overwrite inputs, and ``out`` inside an input folder is not scanned by ``recursive``. Unreadable image files
-(empty, truncated, not an image) are skipped with one warning each. Inputs larger than ``MAX_DRAW_SIDE`` are
-decoded reduced (JPEG draft mode) and drawn capped at that size under the same file name (no scale marker; the
+(empty, truncated, not an image, a FIFO, a header claiming too many pixels) are skipped with one warning
+each; decoding goes through :mod:`ssdcli.data.images`, made to survive any file. Inputs larger than
+``MAX_DRAW_SIDE`` are decoded reduced (JPEG draft mode) and drawn capped at that size under the same file name (no scale marker; the
 summary counts them); their boxes, like all boxes, are in original-image pixels.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+import warnings
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,21 +32,27 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps
 
-from ssdcli.data.images import IMAGE_EXTENSIONS, pil_to_tensor, read_image, resize_square
+from ssdcli.data.images import (
+    IMAGE_EXTENSIONS,
+    decode_image_bytes,
+    pil_to_tensor,
+    probe_image,
+    read_image_bytes,
+    resize_square,
+)
 from ssdcli.detections_io import write_detections
 from ssdcli.engine.detect_inputs import DetectItem, check_outputs, collect_inputs, picture_path
-from ssdcli.errors import SsdError
+from ssdcli.errors import SsdError, first_line
+from ssdcli.inference import Detector, Prediction
 from ssdcli.io_utils import atomic_write, atomic_write_text
 from ssdcli.postprocess import PostprocessConfig
-from ssdcli.predictor import Detector, Prediction
+from ssdcli.reporting import Reporter, as_reporter
 from ssdcli.visualize import MAX_DRAW_SIDE, draw_prediction
 
 __all__ = [
     "DetectItem", "DetectSummary", "LoadedImage", "collect_inputs", "detect_postprocess", "load_for_detect",
     "picture_path", "run_detect",
 ]
-
-_SWAPPED_ORIENTATIONS = {5, 6, 7, 8}  # EXIF orientations that transpose width and height
 
 
 @dataclass
@@ -83,39 +91,30 @@ class LoadedImage:
 
 
 def load_for_detect(path: Path, size: int, draw: bool, max_side: int = MAX_DRAW_SIDE) -> LoadedImage:
-    """Decode one input. Up to ``max_side`` px: as ``Detector.predict`` and ``eval`` (full decode, warp to
-    ``size``). Larger: Pillow with JPEG draft mode (reduced DCT decode) capped at ``max_side``; the original
-    (EXIF-oriented) size is recorded for the box mapping. Other formats are decoded fully, then reduced."""
-    w, h = _peek_size(path)
-    if max(w, h) <= max_side:
-        image = read_image(path)
-        if image.dtype != torch.uint8:  # 16-bit PNGs come back as uint16 from torchvision
-            from torchvision.transforms.v2.functional import to_dtype
-
-            image = to_dtype(image, torch.uint8, scale=True)
+    """Decode one input through :mod:`ssdcli.data.images` (regular files only, header size checked first). Up
+    to ``max_side`` px: as ``Detector.predict`` and ``eval`` (full decode, warp to ``size``). Larger: Pillow with
+    JPEG draft mode (reduced DCT decode) capped at ``max_side``; the original (EXIF-oriented) size is recorded
+    for the box mapping. Other formats are decoded fully, then reduced. Any failure: SsdError naming the file."""
+    data = read_image_bytes(path)
+    header, im = probe_image(data, path)
+    if max(header.raw_size) <= max_side:
+        image = decode_image_bytes(data, path)
         picture = Image.fromarray(image.permute(1, 2, 0).numpy()) if draw else None
         return LoadedImage(resize_square(image, size), picture, int(image.shape[2]), int(image.shape[1]), False)
+    w, h = header.width, header.height
     try:
-        with Image.open(path) as im:
-            if im.getexif().get(0x0112) in _SWAPPED_ORIENTATIONS:
-                w, h = h, w
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
             s = max_side / max(w, h)
             im.draft("RGB", (int(im.size[0] * s) + 1, int(im.size[1] * s) + 1))
             im = ImageOps.exif_transpose(im)
             im.thumbnail((max_side, max_side), Image.Resampling.BILINEAR, reducing_gap=2.0)
             small = im.convert("RGB")
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
-        raise SsdError(f"{path}: not a readable image ({_first_line(e)})") from None
+    except Exception as e:  # noqa: BLE001 - decoders raise many types on hostile files; all name the file
+        raise SsdError(f"{path}: not a readable image ({first_line(e)})") from None
+    finally:
+        im.close()
     return LoadedImage(resize_square(pil_to_tensor(small), size), small if draw else None, w, h, True)
-
-
-def _peek_size(path: Path) -> tuple[int, int]:
-    """Stored width/height from the header (no decode); (0, 0) when Pillow cannot tell (read_image reports)."""
-    try:
-        with Image.open(path) as im:
-            return im.size
-    except Exception:  # noqa: BLE001 - any failure is reported by read_image with a proper message
-        return 0, 0
 
 
 def _subset(pred: Prediction, idx: np.ndarray) -> Prediction:
@@ -150,14 +149,18 @@ def run_detect(
     max_det: int = 100,
     json_path: Path | None = None,
     save_txt: bool = False,
-    progress: Callable[[int, int], None] | None = None,
+    reporter: Reporter | None = None,
     warn: Callable[[str], None] | None = None,
+    force: bool = False,
+    protected: Sequence[str | Path] = (),
 ) -> DetectSummary:
     """Run ``detector`` on ``inputs`` (files, folders, glob patterns); see the module docstring for outputs.
 
-    ``progress(done, total)`` is called after every batch (done counts skipped files too); ``warn(message)``
-    once per skipped file. Raises :class:`SsdError` for bad options, unusable outputs, or when no image at
-    all could be processed.
+    ``reporter`` gets task ``"detect"`` (one unit per input file, skipped ones too) once the inputs and outputs are
+    checked; ``warn(message)``
+    once per skipped file. Existing output files are replaced only with ``force``; outputs landing on an input
+    or on a ``protected`` file (the weights in use) are refused even then. Raises :class:`SsdError` for bad
+    options, unusable outputs, or when no image at all could be processed.
     """
     if batch_size < 1:
         raise SsdError(f"--batch {batch_size}: expected at least 1")
@@ -176,7 +179,7 @@ def run_detect(
         hint = "" if recursive else " (use --recursive to include subfolders)"
         exts = ", ".join(sorted(IMAGE_EXTENSIONS))
         raise SsdError(f"{' '.join(inputs)}: no image files found{hint}; extensions read: {exts}")
-    check_outputs(items, folders, out, json_path)
+    check_outputs(items, folders, out, json_path, force=force, protected=protected, save_txt=save_txt)
     warn = warn or (lambda message: None)
     summary = DetectSummary(ignored=ignored, out=out, json_path=json_path)
     counts = np.zeros(len(names) + 1, dtype=np.int64)
@@ -184,8 +187,8 @@ def run_detect(
     size, draw = detector.config.image_size, out is not None
     batches = [items[i : i + batch_size] for i in range(0, len(items), batch_size)]
     start = time.perf_counter()
-    if progress:
-        progress(0, len(items))
+    reporter = as_reporter(reporter)
+    reporter.start("detect", len(items), unit="img")
     with ThreadPoolExecutor(max_workers=2) as pool:  # decode the next batch and save pictures while the model runs
         pending = pool.submit(_load_batch, batches[0], size, draw)
         writes: list[Future] = []
@@ -217,10 +220,10 @@ def run_detect(
                     if out is not None:
                         writes.append(pool.submit(_save_outputs, x, shown, item, out, save_txt))
             done += len(batches[b])
-            if progress:
-                progress(done, len(items))
+            reporter.advance("detect", len(batches[b]))
         for f in writes:
             f.result()
+    reporter.end("detect")
     summary.seconds = time.perf_counter() - start
     summary.per_class = {name: int(c) for name, c in zip(names, counts[1:])}
     summary.json_detections = len(records)
@@ -250,10 +253,5 @@ def _load_batch(batch: list[DetectItem], size: int, draw: bool) -> list[LoadedIm
         except SsdError as e:
             out.append(str(e))
         except (OSError, ValueError, RuntimeError, MemoryError) as e:  # decoder failures on hostile files
-            out.append(f"{item.path}: not a readable image ({_first_line(e)})")
+            out.append(f"{item.path}: not a readable image ({first_line(e)})")
     return out
-
-
-def _first_line(e: BaseException) -> str:
-    text = str(e).strip()
-    return text.splitlines()[0] if text else type(e).__name__

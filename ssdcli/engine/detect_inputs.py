@@ -14,6 +14,7 @@ import glob
 import os
 import tempfile
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
@@ -52,7 +53,7 @@ def collect_inputs(
             files, n_ignored = _scan_folder(p, recursive, exclude)
             ignored += n_ignored
             found += [(f, PurePosixPath(f.relative_to(p).as_posix())) for f in files]
-        elif p.is_file():
+        elif p.exists():  # a file, or a FIFO/device: tried like any input, then skipped with a warning
             found.append((p, PurePosixPath(p.name)))
         elif _GLOB_CHARS & set(spec) and (matches := sorted(glob.glob(os.path.expanduser(spec), recursive=recursive))):
             files = [Path(m) for m in matches if Path(m).is_file()]
@@ -126,19 +127,34 @@ def _check_writable_dir(folder: Path, what: str) -> None:
         raise SsdError(f"{what} {folder}: cannot write there ({e.strerror or e})") from None
 
 
-def check_outputs(items: list[DetectItem], folders: list[Path], out: Path | None, json_path: Path | None) -> None:
+def check_outputs(
+    items: list[DetectItem], folders: list[Path], out: Path | None, json_path: Path | None, *,
+    force: bool = False, protected: Sequence[str | os.PathLike] = (), save_txt: bool = False,
+) -> None:
     """Refuse outputs that would overwrite an input (``out`` = an input folder, a picture path = an input file,
-    ``json_path`` = an input or a folder) and folders that cannot be written; creates ``out``. SsdError."""
-    inputs = {it.path.resolve() for it in items}
+    ``json_path`` = an input or a folder, any output = a ``protected`` file such as the weights in use, even with
+    ``force``), existing files without ``force``, and folders that cannot be written; creates ``out``. SsdError."""
+    inputs = {it.path.resolve() for it in items} | {Path(p).resolve() for p in protected}
     if out is not None:
         out_res = out.resolve()
         if any(out_res == f.resolve() for f in folders):
             raise SsdError(f"--out {out}: is an input folder; pictures would overwrite the inputs (use e.g. --out vis)")
-        clash = next((it for it in items if picture_path(out, it.rel).resolve() in inputs), None)
+        written = [(it, p) for it in items for p in _outputs_of(out, it, save_txt)]
+        clash = next((it for it, p in written if p.resolve() in inputs), None)
         if clash is not None:
-            raise SsdError(f"--out {out}: the picture of {clash.path} would overwrite that input; use another folder")
+            raise SsdError(f"--out {out}: the picture of {clash.path} would overwrite an input; use another folder")
+        existing = None if force else next((p for _, p in written if p.exists() or p.is_symlink()), None)
+        if existing is not None:
+            raise SsdError(f"--out {out}: {existing} already exists (use --force to replace it, or another --out)")
         _check_writable_dir(out, "--out")
     if json_path is not None:
         if json_path.resolve() in inputs or json_path.is_dir():
             raise SsdError(f"--json {json_path}: is an input file or a folder")
+        if not force and (json_path.exists() or json_path.is_symlink()):
+            raise SsdError(f"--json {json_path}: already exists (use --force to replace it)")
         _check_writable_dir(json_path.parent, "--json")
+
+
+def _outputs_of(out: Path, item: DetectItem, save_txt: bool) -> list[Path]:
+    picture = picture_path(out, item.rel)
+    return [picture, out / Path(*item.rel.with_suffix(".txt").parts)] if save_txt else [picture]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -70,6 +71,17 @@ def all_reduce_mean(t: torch.Tensor, info: DistInfo) -> torch.Tensor:
     return t
 
 
+def all_reduce_max(values: list[int], info: DistInfo) -> list[int]:
+    """Element-wise maximum of small integer flags over all ranks (each rank gets the same answer)."""
+    if not info.enabled:
+        return list(values)
+    t = torch.tensor(values, dtype=torch.int64)
+    if dist.get_backend() == "nccl":
+        t = t.cuda()
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return [int(v) for v in t.tolist()]
+
+
 def cleanup(info: DistInfo) -> None:
     if info.enabled and dist.is_initialized():
         dist.destroy_process_group()
@@ -82,4 +94,14 @@ def launch_torchrun(devices: str, argv: list[str]) -> int:
         raise SsdError("--devices: give GPU ids like 0,1")
     env = dict(os.environ, CUDA_VISIBLE_DEVICES=",".join(ids))
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={len(ids)}", "-m", "ssdcli", *argv]
-    return subprocess.call(cmd, env=env)
+    proc = subprocess.Popen(cmd, env=env)
+    # torchrun owns shutdown: it passes SIGINT/SIGTERM on to every rank, which stop together at a step boundary and
+    # save; this parent waits for that instead of dying first (a terminal's Ctrl-C reaches torchrun directly)
+    previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, lambda signum, _frame: proc.send_signal(signum))
+    try:
+        return proc.wait()
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)

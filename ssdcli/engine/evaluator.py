@@ -1,7 +1,7 @@
 """Evaluation engine: run a :class:`ssdcli.Detector` over a split and score detections (VOC07/VOC12/COCO).
 
-UI-free: used by ``ssd eval``, the trainer's periodic validation and ``ssd benchmark --accuracy``. Progress is
-reported through an optional callback ``progress(n_images_done_in_this_batch)``.
+UI-free: used by ``ssd eval``, the trainer's periodic validation and ``ssd benchmark --accuracy``. Progress goes to an
+optional :class:`ssdcli.reporting.Reporter` (task ``"eval"``: one unit per image).
 
 Detections travel as the detection JSON dicts of :mod:`ssdcli.detections_io` (``Prediction.to_records``:
 scores rounded to 6 decimals, boxes to 2), so ``ssd detect --json`` + ``ssd eval --detections`` reproduce
@@ -13,7 +13,6 @@ from __future__ import annotations
 import math
 import os
 from collections import Counter
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -25,10 +24,13 @@ from torch.utils.data import DataLoader, Dataset
 from ssdcli.data.images import read_image, resize_square
 from ssdcli.data.records import ImageRecord
 from ssdcli.detections_io import DetectionCheck, detections_to_arrays
-from ssdcli.errors import NotBuiltYet, SsdError
+from ssdcli.errors import SsdError, first_line
+from ssdcli.inference import Detector
+from ssdcli.metrics.coco import coco_evaluate
+from ssdcli.metrics.plots import PRCurve, plot_pr_curves
 from ssdcli.metrics.voc import GroundTruth, voc_evaluate
 from ssdcli.postprocess import PostprocessConfig
-from ssdcli.predictor import Detector
+from ssdcli.reporting import Reporter, as_reporter
 
 __all__ = [
     "METRICS",
@@ -114,8 +116,8 @@ def load_detector(weights: str | os.PathLike, device: torch.device | str, postpr
     """``Detector.from_checkpoint`` for ``.pth`` checkpoints and ``.onnx`` models, missing ONNX support -> SsdError."""
     try:
         return Detector.from_checkpoint(weights, device=device, postprocess=postprocess)
-    except ImportError as e:
-        raise NotBuiltYet(f"{weights}: ONNX evaluation is not available yet ({e})") from None
+    except ImportError as e:  # onnxruntime missing or broken
+        raise SsdError(f"{weights}: ONNX Runtime is not usable here ({first_line(e)})") from None
 
 
 def detector_settings(detector: Detector) -> dict:
@@ -154,7 +156,7 @@ def run_detector(
     records: Sequence[ImageRecord],
     batch_size: int = 8,
     workers: int = 0,
-    progress: Callable[[int], None] | None = None,
+    reporter: Reporter | None = None,
 ) -> list[dict]:
     """Batched inference over a split -> detection dicts (``Prediction.to_records``) in split order.
 
@@ -173,16 +175,20 @@ def run_detector(
     )
     out: list[dict] = []
     done = 0
-    for items in loader:
-        for im, _, _, err in items:
-            if err is not None:
-                raise SsdError(err)
-        preds = detector.detect_resized(torch.stack([it[0] for it in items]), [(w, h) for _, w, h, _ in items])
-        for pred, rec in zip(preds, records[done : done + len(items)]):
-            out.extend(pred.to_records(rec.id))
-        done += len(items)
-        if progress is not None:
-            progress(len(items))
+    reporter = as_reporter(reporter)
+    reporter.start("eval", len(records), unit="img")
+    try:
+        for items in loader:
+            for im, _, _, err in items:
+                if err is not None:
+                    raise SsdError(err)
+            preds = detector.detect_resized(torch.stack([it[0] for it in items]), [(w, h) for _, w, h, _ in items])
+            for pred, rec in zip(preds, records[done : done + len(items)]):
+                out.extend(pred.to_records(rec.id))
+            done += len(items)
+            reporter.advance("eval", len(items))
+    finally:
+        reporter.end("eval")
     return out
 
 
@@ -211,8 +217,6 @@ def evaluate_detections(
     if voc:
         results.update(voc_evaluate(arrays, gt, class_names, voc))
     if "coco" in metrics:
-        from ssdcli.metrics.coco import coco_evaluate
-
         results["coco"] = coco_evaluate(arrays, gt, class_names)
     warnings = check.warnings(source)
     ncls = len(class_names)
@@ -239,12 +243,12 @@ def evaluate_detector(
     metrics: Sequence[str] = ("voc07",),
     batch_size: int = 8,
     workers: int = 0,
-    progress: Callable[[int], None] | None = None,
+    reporter: Reporter | None = None,
 ) -> EvalReport:
     """Run ``detector`` on ``records`` and score it (the detector's classes must be ``class_names``, any order)."""
     metrics = parse_metrics(metrics)
     check_class_names(detector.class_names, class_names, "model", "the dataset")
-    dets = run_detector(detector, records, batch_size=batch_size, workers=workers, progress=progress)
+    dets = run_detector(detector, records, batch_size=batch_size, workers=workers, reporter=reporter)
     report = evaluate_detections(dets, records, class_names, metrics, source="model detections")
     report.settings = detector_settings(detector)
     return report
@@ -256,7 +260,6 @@ def write_pr_plots(report: EvalReport, out_dir: str | os.PathLike) -> list[Path]
     VOC: the raw ranked-detection curve (the same curve for voc07 and voc12, the legend shows that metric's AP).
     COCO: the 101-point interpolated precision at IoU 0.50 (all areas, 100 detections per image).
     """
-    from ssdcli.metrics.plots import PRCurve, plot_pr_curves
 
     written = []
     for name, res in report.results.items():

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from ssdcli.checkpoint import load_checkpoint
+from ssdcli.convert.backbones import load_backbone_weights, load_pretrained_backbone
 from ssdcli.errors import SsdError
 from ssdcli.models import DetectorModel, build_model
 from ssdcli.models.base import ModelConfig
@@ -56,11 +57,7 @@ def init_model(
         return model
     model = build_model(arch, num_classes, class_names=class_names, image_size=image_size)
     if backbone_weights:
-        from ssdcli.convert.backbones import load_backbone_weights
-
         note(load_backbone_weights(model, backbone_weights))
     elif pretrained_backbone:
-        from ssdcli.convert.backbones import load_pretrained_backbone
-
         note(load_pretrained_backbone(model))
     return model

@@ -5,67 +5,140 @@ from __future__ import annotations
 import math
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch.utils.data import DataLoader
 
 from ssdcli.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
-from ssdcli.data.dataset import DetectionDataset, collate_detections
+from ssdcli.data.dataset import DetectionDataset
 from ssdcli.data.records import load_prepared
+from ssdcli.data.replacement import ReplacingDataset, collate_with_replacements, count_missing
 from ssdcli.device import resolve_device
 from ssdcli.engine import distributed as D
+from ssdcli.engine.ema import make_ema
+from ssdcli.engine.interrupts import StopRequests, exit_status, ignore_stop_signals, signal_name
 from ssdcli.engine.model_init import init_model
-from ssdcli.engine.optim import build_optimizer, set_lr
+from ssdcli.engine.optim import OPTIMIZERS, build_optimizer, set_lr
+from ssdcli.engine.recipes import RECIPE_FIELDS, plan_length, resolve_recipe, start_kind, warmup_iters
+from ssdcli.engine.resume import RESUME_AUTO, check_resume_changes, find_resume_checkpoint
 from ssdcli.engine.rng import capture_rng_state, restore_rng_state, seed_everything
 from ssdcli.engine.runs import new_run_dir
 from ssdcli.engine.sampler import ResumableBatchSampler, epoch_permutation
 from ssdcli.engine.schedule import LRSchedule
-from ssdcli.engine.train_log import MetricsLog, memory_mb, plot_curves
+from ssdcli.engine.time_budget import TimeBudget
+from ssdcli.engine.train_log import MetricsFiles, memory_mb, plot_curves
 from ssdcli.engine.validation import Validator
 from ssdcli.errors import SsdError
 from ssdcli.io_utils import atomic_write_text
 from ssdcli.models.base import DetectorModel
+from ssdcli.models.recipe import Recipe
+from ssdcli.models.registry import available_models, recipe_for
+from ssdcli.reporting import Fanout, NullReporter, Reporter, as_reporter
+
+AUGMENT_KINDS: tuple[str, ...] = ("fast", "reference")
+
+
+def option(default: Any, help: str, *, min: float | None = None, max: float | None = None,
+           choices: Sequence[str] | Callable[[], Sequence[str]] | None = None, flag: str | None = None,
+           kind: str | None = None) -> Any:  # fmt: skip
+    """A TrainOptions field that is also an ``ssd train`` flag (``flag`` default: ``--field-name``)."""
+    meta = {"help": help, "min": min, "max": max, "choices": choices, "flag": flag, "kind": kind}
+    return field(default=default, metadata={k: v for k, v in meta.items() if v is not None} | {"help": help})
 
 
 @dataclass
 class TrainOptions:
-    data: str = ""
-    arch: str = "ssd300"
-    iters: int | None = None
-    epochs: float | None = None
-    batch: int = 32
-    lr: float | None = None  # default 1e-3 x (global batch / 32)
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
-    optimizer: str = "sgd"
-    schedule: str = "step"  # step (x0.1 at 2/3 and 5/6 of the run, = 80k/100k of 120k) | cosine
-    warmup_iters: int | None = None  # default min(500, 5% of the run)
-    img_size: int | None = None
-    workers: int | None = None  # default: 1 on CPU (the model needs the cores), min(8, CPUs) on CUDA
-    seed: int = 0
-    amp: bool | None = None  # default: on for CUDA
-    channels_last: bool = False
-    zoom_out: float | None = None  # SSD zoom-out limit (None: the paper's 4; <= 1: off)
-    augment: str = "fast"  # "fast": the model's own pipeline; "reference": the plain torchvision v2 one (SSD only)
-    compile: bool = False
-    grad_clip: float | None = None
-    eval_every: int | None = None  # default: 4 validations per run
-    val_size: int | None = None
-    val_split: str = "test"
-    val_metric: str = "voc07"
-    weights: str | None = None
-    backbone_weights: str | None = None
-    pretrained_backbone: bool = False
-    project: str = "runs/train"
-    name: str = "exp"
-    time_limit: float | None = None  # seconds
-    log_every: int = 20
-    device: str = "auto"
-    max_bad_steps: int = 5
-    stop_after: int | None = None  # end this process after N iterations, as if interrupted (tests, preemption drills)
+    """Every training setting, declared once: ``ssd train``'s flags are generated from these fields' metadata
+    (help, range, choices; see :func:`option`), and :meth:`validate` checks the same ranges for API callers.
+
+    Settings left as None come from the architecture's recipe for how the run starts (scratch, ImageNet backbone or
+    detector weights; see :mod:`ssdcli.models.recipe`); the trainer replaces the Nones with the resolved values.
+    """
+
+    data: str = option("", "Prepared dataset folder (from `ssd prepare-voc`).", kind="path")
+    arch: str = option("ssd300", "Architecture (`ssd train --arch A --print-recipe` shows its recipe).", choices=available_models)
+    iters: int | None = option(None, "Training iterations (default: the recipe's epochs, or fitted to "
+                               "--time-limit).", min=1)  # fmt: skip
+    epochs: float | None = option(None, "Length in epochs, instead of --iters.", min=1e-6)
+    batch: int | None = option(None, "Images per step and process (default: the recipe's).", min=1)
+    lr: float | None = option(None, "Base learning rate (default: the recipe's, scaled to the global batch by "
+                              "its rule).", min=1e-12)  # fmt: skip
+    momentum: float | None = option(None, "SGD momentum / Adam beta1 (default: the recipe's).", min=0.0, max=0.9999)
+    weight_decay: float | None = option(None, "Weight decay of conv/linear weights (default: the recipe's).",
+                                        min=0.0, max=1.0)  # fmt: skip
+    bias_lr_factor: float | None = option(None, "Bias lr multiplier (Caffe SSD: 2; default: the recipe's).",
+                                          min=0.0, max=100.0)  # fmt: skip
+    optimizer: str | None = option(None, "Optimizer (default: the recipe's).", choices=OPTIMIZERS)
+    schedule: str | None = option(None, "lr schedule: step (x0.1 at the recipe's milestones) or cosine.",
+                                  choices=("step", "cosine"))  # fmt: skip
+    warmup_iters: int | None = option(None, "Linear warm-up iterations (default: the recipe's share of the run).",
+                                      min=0)  # fmt: skip
+    img_size: int | None = option(None, "Input size (default: the recipe's or the architecture's).", min=32,
+                                  max=4096)  # fmt: skip
+    workers: int | None = option(None, "DataLoader worker processes (default: 1 on CPU, min(8, CPUs) on CUDA).",
+                                 min=0, max=64)  # fmt: skip
+    seed: int = option(0, "Random seed (data order, augmentation, initialisation).", min=0)
+    amp: bool | None = option(None, "Mixed precision (default: on for CUDA).", flag="--amp/--no-amp")
+    channels_last: bool | None = option(None, "channels-last memory format (default: the recipe's).",
+                                        flag="--channels-last/--no-channels-last")  # fmt: skip
+    zoom_out: float | None = option(None, "SSD zoom-out limit; 1 turns it off (default: the recipe's).", min=1.0,
+                                    max=16.0)  # fmt: skip
+    ema: bool | None = option(None, "Keep, validate and save an EMA of the weights (default: the recipe's).",
+                              flag="--ema/--no-ema")  # fmt: skip
+    ema_decay: float | None = option(None, "EMA decay (default: the recipe's).", min=0.5, max=0.999999)
+    augment: str = option("fast", "fast (the model's own pipeline) or reference (SSD only: the torchvision v2 "
+                          "composition, slower).", choices=AUGMENT_KINDS)  # fmt: skip
+    compile: bool = option(False, "torch.compile the model.", flag="--compile")
+    grad_clip: float | None = option(None, "Clip the gradient norm to this value.", min=1e-12)
+    eval_every: int | None = option(None, "Validate every N iterations (default: 4 times per run).", min=1)
+    patience: int | None = option(None, "Stop after N validations without a better val mAP (default: never).",
+                                  min=1)  # fmt: skip
+    val_size: int | None = option(None, "Validate on a random subset of this many images.", min=1)
+    val_split: str = option("val", "Split that picks best.pth ('none': no validation; 'test' makes test figures "
+                            "optimistic).")  # fmt: skip
+    val_metric: str = option("voc07", "Validation metric.", choices=("voc07", "voc12"))
+    weights: str | None = option(None, "Fine-tune from a native checkpoint (selects the fine-tuning recipe).",
+                                 flag="--weights/-w", kind="path")  # fmt: skip
+    backbone_weights: str | None = option(None, "ImageNet backbone state dict file (torchvision format).",
+                                          kind="path")  # fmt: skip
+    pretrained_backbone: bool = option(False, "Fetch torchvision's ImageNet backbone (needs internet).",
+                                       flag="--pretrained-backbone")  # fmt: skip
+    project: str = option("runs/train", "Parent folder of run folders.")
+    name: str = option("exp", "Run name (auto-incremented if taken).")
+    time_limit: float | None = option(None, "Time budget, e.g. 15m or 1.5h: alone, the schedule is fitted to it.",
+                                      kind="duration")  # fmt: skip
+    save_every: float | None = option(None, "Also save last.pth this often, e.g. 10m (besides each validation).",
+                                      min=0.0, kind="duration")  # fmt: skip
+    log_every: int = option(20, "Write a metrics row every N iterations.", min=1)
+    device: str = option("auto", "auto (CUDA when available, else CPU), cpu, cuda or cuda:N.")
+    max_bad_steps: int = 5  # non-finite losses in a row before the run stops
+    stop_after: int | None = None  # end this process after N iterations, as if interrupted (tests, drills)
+    recipe: dict | None = None  # filled by the trainer: the recipe used and where each value came from
+
+    def validate(self) -> None:
+        """Check every declared range and choice (the CLI checks the same before parsing ends)."""
+        for f in fields(self):
+            meta, value = f.metadata, getattr(self, f.name)
+            if not meta or value is None:
+                continue
+            flag = "--" + f.name.replace("_", "-")
+            choices = meta.get("choices")
+            if choices is not None:
+                allowed = tuple(choices() if callable(choices) else choices)
+                if value not in allowed:
+                    raise SsdError(f"{flag} {value}: expected one of {', '.join(allowed)}")
+            lo, hi = meta.get("min"), meta.get("max")
+            if lo is not None or hi is not None:
+                if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                    raise SsdError(f"{flag} {value!r}: expected a number")
+                if (lo is not None and value < lo) or (hi is not None and value > hi):
+                    bounds = " and ".join(x for x in (f">= {lo:g}" if lo is not None else "",
+                                                      f"<= {hi:g}" if hi is not None else "") if x)  # fmt: skip
+                    raise SsdError(f"{flag} {value:g}: expected a value {bounds}")
 
     @classmethod
     def from_dict(cls, d: dict) -> "TrainOptions":
@@ -83,52 +156,112 @@ class TrainResult:
     stopped: str  # "finished" | "time-limit" | "interrupted"
     bad_steps: int = 0
     history: list[dict] = field(default_factory=list)
+    exit_code: int = 0  # 130 after SIGINT, 143 after SIGTERM (the run saved and can be resumed)
+    unreadable: list[str] = field(default_factory=list)  # training images found unreadable and replaced
 
 
 class NonFiniteLoss(SsdError):
     pass
 
 
-Reporter = Callable[[str], None]
+def train(
+    options: TrainOptions,
+    resume: str | None = None,
+    report: Reporter | Callable[[str], None] | None = print,
+    changes: dict | None = None,
+    stops: StopRequests | None = None,
+) -> TrainResult:
+    """Run (or resume) a training; see :class:`TrainOptions`. ``report``: a :class:`~ssdcli.reporting.Reporter`
+    (messages, the "train" task advanced once per iteration with loss/lr/images_per_s fields, metric rows; a
+    plain callable gets the messages only).
 
-
-def train(options: TrainOptions, resume: str | None = None, report: Reporter = print, progress_factory=None) -> TrainResult:
-    """Run (or resume) a training; see :class:`TrainOptions`. ``report`` receives one-line status messages."""
-    ckpt = load_checkpoint(resume) if resume else None
+    ``resume``: a checkpoint, a run folder or ``"auto"`` (see :mod:`ssdcli.engine.resume`). ``changes``: the options
+    the user gave explicitly with ``resume`` (refused unless they may change, see ``RESUME_CHANGEABLE``).
+    ``stops``: where SIGINT/SIGTERM requests are recorded (default: handlers installed for the run's duration).
+    """
+    report = as_reporter(report)
+    path = find_resume_checkpoint(resume, options.project, options.name) if resume else None
+    if resume == RESUME_AUTO and path is None:
+        report.message(f"--resume auto: no run named '{options.name}' under {options.project} yet: starting a new one")
+    if path is not None and resume == RESUME_AUTO:
+        report.message(f"--resume auto: resuming {path}")
+    ckpt = load_checkpoint(path) if path is not None else None
+    changed: dict = {}
     if ckpt is not None:
         if not ckpt.train_state:
-            raise SsdError(f"{resume}: checkpoint holds no training state (it is a weights-only checkpoint; use --weights)")
-        options = TrainOptions.from_dict(ckpt.train_state["options"])
+            raise SsdError(f"{path}: checkpoint holds no training state (it is a weights-only checkpoint; use --weights)")
+        stored = ckpt.train_state["options"]
+        changed = check_resume_changes(stored, changes or {}, path)
+        options = TrainOptions.from_dict({**stored, "stop_after": None, **changed})  # stop_after: one process only
+        if "epochs" in changed and "iters" not in changed:
+            options.iters = None  # recomputed from the new --epochs
+    _check_options(options)
+    device = resolve_device(options.device)
+    dist = D.init_distributed(device)
+    device = D.local_device(device, dist)
+    reporter = report if dist.is_main else NullReporter()
+    try:
+        with stops if stops is not None else StopRequests(reporter.message) as requests:
+            return _Run(options, ckpt, str(path) if path else None, device, dist, reporter, changed).run(requests)
+    finally:
+        D.cleanup(dist)
+
+
+def _check_options(options: TrainOptions) -> None:
     if options.iters is not None and options.iters <= 0:
         raise SsdError(f"--iters must be positive (got {options.iters})")
     if options.zoom_out is not None and not (math.isfinite(options.zoom_out) and 0 < options.zoom_out <= 16):
         raise SsdError(f"--zoom-out {options.zoom_out}: expected a ratio in (0, 16] (1 turns zoom-out off)")
     if options.augment not in AUGMENT_KINDS:
         raise SsdError(f"--augment {options.augment}: expected one of {', '.join(AUGMENT_KINDS)}")
-    device = resolve_device(options.device)
-    dist = D.init_distributed(device)
-    device = D.local_device(device, dist)
-    say = report if dist.is_main else (lambda _m: None)
-    try:
-        return _Run(options, ckpt, resume, device, dist, say, progress_factory).run()
-    finally:
-        D.cleanup(dist)
+    if options.save_every is not None and not (math.isfinite(options.save_every) and options.save_every >= 0):
+        raise SsdError(f"--save-every {options.save_every}: expected a duration like 10m")
+
+
+@dataclass
+class _LogWindow:
+    """Loss sums since the last ``metrics.jsonl`` row (part of the training state: rows stay exact on resume)."""
+
+    sums: dict[str, float] = field(default_factory=dict)
+    count: int = 0
+    images: int = 0
+    started: float = field(default_factory=time.monotonic)
+
+    def add(self, losses: dict[str, float]) -> None:
+        for k, v in losses.items():
+            self.sums[k] = self.sums.get(k, 0.0) + v
+        self.count += 1
+
+    def means(self) -> dict[str, float]:
+        return {k: v / max(self.count, 1) for k, v in self.sums.items()}
+
+    def state(self) -> dict:
+        return {"sums": dict(self.sums), "count": self.count}
+
+    @classmethod
+    def from_state(cls, state: dict | None) -> _LogWindow:
+        state = state or {}
+        return cls(sums=dict(state.get("sums", {})), count=int(state.get("count", 0)))
 
 
 class _Run:
-    def __init__(self, options, ckpt, resume, device, dist, say, progress_factory) -> None:
+    def __init__(self, options, ckpt, resume, device, dist, reporter: Reporter, changed=None) -> None:
         self.o: TrainOptions = options
         self.device: torch.device = device
         self.dist: D.DistInfo = dist
-        self.say: Reporter = say
-        self.progress_factory = progress_factory
+        self.report: Reporter = reporter
+        self.say: Callable[[str], None] = reporter.message
         seed_everything(options.seed)
         data = load_prepared(options.data)
         self.classes = data.classes
         train_records = data.split("train")
         if not train_records:
             raise SsdError(f"{options.data}: the train split is empty")
-        self.val_records = data.splits.get(options.val_split, [])
+        missing = count_missing(train_records)
+        if missing * 2 > len(train_records):
+            raise SsdError(f"{options.data}: {missing} of {len(train_records)} training images no longer exist; "
+                           "the data has moved or vanished since prepare-voc (prepare it again)")
+        self.val_records = self._validation_split(data)
         if options.val_size and self.val_records:
             pick = epoch_permutation(len(self.val_records), options.seed, 0)[: options.val_size].sort().values
             self.val_records = [self.val_records[int(i)] for i in pick]
@@ -140,12 +273,14 @@ class _Run:
             state = ckpt.train_state
             self.start_iter = int(state["iteration"])
         else:
+            self._resolve_recipe()
             self.model = init_model(
                 options.arch, self.classes, options.img_size, options.weights, options.backbone_weights,
                 options.pretrained_backbone, self.say,
             )
             state = None
             self.start_iter = 0
+        self.recipe = Recipe(**{**options.recipe["recipe"], "milestones": tuple(options.recipe["recipe"]["milestones"])})
         self.config = self.model.config
         transform = train_transform(self.model, options.zoom_out, options.augment)
         self.model.to(device)
@@ -156,40 +291,57 @@ class _Run:
         if n < world_batch:
             raise SsdError(f"{options.data}: {n} training images, fewer than one batch of {world_batch}")
         self.iters_per_epoch = n // world_batch
-        if options.iters is None:
-            epochs = options.epochs if options.epochs is not None else 1.0
-            options.iters = max(1, math.ceil(epochs * self.iters_per_epoch))
-        self.total = int(options.iters)
-        base_lr = options.lr if options.lr is not None else 1e-3 * world_batch / 32
-        warmup = options.warmup_iters if options.warmup_iters is not None else min(500, self.total // 20)
-        self.schedule = LRSchedule(base_lr=base_lr, total_iters=self.total, warmup_iters=warmup, kind=options.schedule)
-        self.optimizer = build_optimizer(self.model, base_lr, options.momentum, options.weight_decay, options.optimizer)
+        self.length = plan_length(options.iters, options.epochs, options.time_limit, self.recipe, self.iters_per_epoch)
+        extended = bool({"iters", "epochs"} & set(changed or {}))
+        self.total = self.length.total
+        if state is not None and not extended:
+            self.total = int(state.get("total_iters", self.length.total))
+        if state is not None and extended and options.warmup_iters is None:  # the warm-up done stays as it was
+            options.warmup_iters = warmup_iters(self.recipe, int(state.get("total_iters", state["options"]["iters"])))
+        if not self.length.fit_to_time:
+            options.iters = self.total
+        self.schedule = self._schedule(self.total)
+        self.optimizer = build_optimizer(
+            self.model, options.lr, options.momentum, options.weight_decay, options.optimizer, options.bias_lr_factor
+        )
+        self.ema = make_ema(self.model, options.ema_decay) if options.ema else None
+        self.budget = TimeBudget(options.time_limit if options.time_limit is not None else math.inf,
+                                 spent_s=float(state.get("time_spent", 0.0)) if state is not None else 0.0)  # fmt: skip
+        self.stale_validations = 0
+        self.early_stopped = False
+        self._fitted = state is not None  # a resumed run keeps the warm-up and validation rhythm it had
         self.amp = options.amp if options.amp is not None else device.type == "cuda"
         self.scaler = torch.amp.GradScaler(device.type, enabled=self.amp and device.type == "cuda")
         self.best_map: float | None = None
         self.last_map: float | None = None
         self.bad_steps = 0
+        self.consecutive_bad = 0
+        self.unreadable: list[str] = []  # training images found unreadable (replaced), in the order met
+        self.replaced_samples = 0
+        self.window = _LogWindow()
+        self.images_per_s = 0.0  # of the last metrics row (shown with the progress)
+        self.saved_at: int | None = None
         if ckpt is None:  # after every check on the options and data: a refused run leaves no folder behind
             self.run_dir = self._make_run_dir()
-        self.log = MetricsLog(self.run_dir / "metrics.jsonl")
+        self.log = MetricsFiles(self.run_dir)  # (written by the main process only)
+        if dist.is_main:
+            self.report = Fanout(reporter, self.log)  # metric rows go to the files and the caller alike
         if state is not None:
-            self.optimizer.load_state_dict(state["optimizer"])
-            if state.get("scaler"):
-                self.scaler.load_state_dict(state["scaler"])
-            self.best_map = state.get("best_map")
-            self.last_map = state.get("last_map")
-            self.bad_steps = int(state.get("bad_steps", 0))
-            restore_rng_state(state["rng"])
+            self._restore_training_state(state)
             if dist.is_main:
                 self.log.truncate_after(self.start_iter)
             self.say(f"resumed {resume} at iteration {self.start_iter}/{self.total}")
+            self._report_extension(state, changed or {})
         if options.workers is None:
             options.workers = min(8, os.cpu_count() or 1) if device.type == "cuda" else 1
-        dataset = DetectionDataset(train_records, transform, seed=options.seed)
-        sampler = ResumableBatchSampler(n, options.batch, options.seed, self.start_iter, self.total, dist.rank, dist.world)
+        dataset = ReplacingDataset(DetectionDataset(train_records, transform, seed=options.seed))
+        # a schedule fitted to the time may grow: the sampler runs on and the loop stops at self.total
+        sampler_end = self.total if not self.length.fit_to_time else _OPEN_END
+        sampler = ResumableBatchSampler(n, options.batch, options.seed, self.start_iter, sampler_end, dist.rank, dist.world)
         self.loader = DataLoader(
-            dataset, batch_sampler=sampler, num_workers=options.workers, collate_fn=collate_detections,
-            pin_memory=device.type == "cuda", persistent_workers=False, worker_init_fn=_single_thread_worker,
+            dataset, batch_sampler=sampler, num_workers=options.workers, collate_fn=collate_with_replacements,
+            pin_memory=device.type == "cuda", persistent_workers=False, worker_init_fn=_data_worker_init,
+            generator=torch.Generator().manual_seed(options.seed),  # workers' seeds never draw from the global RNG
         )
         self.core = self.model
         self.forward_model: torch.nn.Module = self.model
@@ -199,83 +351,242 @@ class _Run:
         if options.compile:
             self.forward_model = torch.compile(self.forward_model)
         self.eval_every = options.eval_every or max(1, self.total // 4)
-        self.validator = Validator(self.val_records, self.classes, options.val_metric, device, options.workers) if self.val_records else None
+        if state is not None and not options.eval_every and "eval_every" in state and not extended:
+            self.eval_every = int(state["eval_every"])  # a length fitted to the time set it at the first fit
+        self.validator = (Validator(self.val_records, self.classes, options.val_metric, device, options.workers,
+                                    reporter=self.report) if self.val_records else None)  # fmt: skip
+
+    def _validation_split(self, data) -> list:
+        """The records ``best.pth`` is chosen on: ``val`` by default; test only when asked (and said so)."""
+        o = self.o
+        if o.val_split == "none":
+            return []
+        if o.val_split not in data.splits:
+            if o.val_split == "val":
+                self.say(f"note: {o.data} has no val split, so there is no validation and no best.pth; re-run "
+                         "prepare-voc (it holds out 10% of train as val) or pass --val-split")  # fmt: skip
+                return []
+            raise SsdError(f"--val-split {o.val_split}: {o.data} has no such split "
+                           f"(splits: {', '.join(sorted(data.splits))})")  # fmt: skip
+        if o.val_split == "test":
+            self.say("note: validating on the test split: best.pth is chosen on test, so test figures are optimistic")
+        return data.splits[o.val_split]
+
+    def _resolve_recipe(self) -> None:
+        """Fill the options left unset from the architecture's recipe; keep the recipe and origins in options."""
+        o = self.o
+        start = start_kind(o.weights, o.backbone_weights, o.pretrained_backbone)
+        recipe = recipe_for(o.arch, start)
+        resolved = resolve_recipe(recipe, start, {k: getattr(o, k) for k in RECIPE_FIELDS}, self.dist.world)
+        for k, v in resolved.values.items():
+            setattr(o, k, v)
+        o.recipe = {**resolved.to_dict(), "recipe": recipe.to_dict()}
+        self.resolved = resolved
+        if recipe.warning and not o.weights:
+            self.say(f"warning: {o.arch} {recipe.warning}")
+
+    def _schedule(self, total: int) -> LRSchedule:
+        warmup = self.o.warmup_iters if self.o.warmup_iters is not None else warmup_iters(self.recipe, total)
+        return LRSchedule(base_lr=float(self.o.lr), total_iters=total, warmup_iters=warmup, kind=self.o.schedule,
+                          milestones=self.recipe.milestones)  # fmt: skip
 
     def _make_run_dir(self) -> Path:
         run_dir = new_run_dir(self.o.project, self.o.name) if self.dist.is_main else None
         return Path(D.broadcast_object(str(run_dir) if run_dir else None, self.dist))  # type: ignore[arg-type]
 
+    def _report_extension(self, state: dict, changed: dict) -> None:
+        old_total = int(state.get("total_iters", state["options"]["iters"]))
+        if self.total == old_total or not ({"iters", "epochs"} & set(changed)):
+            return
+        if self.total <= self.start_iter:
+            raise SsdError(f"--iters {self.total}: the run is already at iteration {self.start_iter}; give more to extend it")
+        old = self._schedule(old_total)
+        self.say(
+            f"extending the run from {old_total} to {self.total} iterations: the {self.o.schedule} lr schedule is "
+            f"recomputed over {self.total} (lr at iteration {self.start_iter}: {old.lr(self.start_iter):g} -> "
+            f"{self.schedule.lr(self.start_iter):g})"
+        )
+
+    # -- the training state in checkpoints ------------------------------------------------------------------------
+    def _training_state(self, it: int) -> dict:
+        """Everything besides the weights that a resumed run needs to continue exactly as this one would."""
+        state = {
+            "iteration": it,
+            "total_iters": self.total,
+            "optimizer": self.optimizer.state_dict(),
+            "scaler": self.scaler.state_dict() if self.scaler.is_enabled() else {},
+            "options": asdict(self.o),
+            "best_map": self.best_map,
+            "last_map": self.last_map,
+            "bad_steps": self.bad_steps,
+            "consecutive_bad": self.consecutive_bad,
+            "rng": capture_rng_state(),
+            "log_window": self.window.state(),
+            "time_spent": self.budget.elapsed(),
+            "stale_validations": self.stale_validations,
+            "eval_every": self.eval_every,
+            "unreadable": list(self.unreadable),
+            "replaced_samples": self.replaced_samples,
+        }
+        if self.ema is not None:  # the checkpoint's weights are the EMA's; the raw weights continue training
+            state["ema"] = self.ema.state_dict()
+            state["model"] = {k: v.detach().cpu() for k, v in self.model.state_dict().items()}
+        return state
+
+    def _restore_training_state(self, state: dict) -> None:
+        if "model" in state:  # the checkpoint's weights are the EMA's; the raw weights continue training
+            self.model.load_state_dict(state["model"])
+        if self.ema is not None:
+            self.ema.load_state_dict(state["ema"])
+        self.stale_validations = int(state.get("stale_validations", 0))
+        self.optimizer.load_state_dict(state["optimizer"])
+        if state.get("scaler"):
+            self.scaler.load_state_dict(state["scaler"])
+        self.best_map = state.get("best_map")
+        self.last_map = state.get("last_map")
+        self.bad_steps = int(state.get("bad_steps", 0))
+        self.consecutive_bad = int(state.get("consecutive_bad", 0))
+        restore_rng_state(state["rng"])
+        self.window = _LogWindow.from_state(state.get("log_window"))
+        self.unreadable = list(state.get("unreadable", []))
+        self.replaced_samples = int(state.get("replaced_samples", 0))
+
     # -- the loop -------------------------------------------------------------------------------------------
-    def run(self) -> TrainResult:
+    def run(self, stops: StopRequests) -> TrainResult:
         o = self.o
+        if self.start_iter >= self.total:
+            self.say(f"{self.run_dir} already finished ({self.start_iter}/{self.total} iterations): nothing to do; "
+                     "give a larger --iters or --epochs with --resume to extend it")
+            history = self.log.rows() if self.dist.is_main else []
+            return TrainResult(self.run_dir, self.start_iter, self.total, self.best_map, self.last_map, "finished",
+                               self.bad_steps, history)
         if self.dist.is_main:
             atomic_write_text(self.run_dir / "options.json", _json(asdict(o)))
+            if self.start_iter == 0:
+                self.say(recipe_text(o.recipe))
+            length = (f"a length fitted to the {o.time_limit:g} s time limit (provisionally {self.total} iterations)"
+                      if self.length.fit_to_time else f"{self.total} iterations ({self.length.source})")  # fmt: skip
             self.say(
                 f"training {self.config.arch} ({self.config.image_size}px, {len(self.classes)} classes) on {self.device}"
-                f" for {self.total} iterations ({self.iters_per_epoch} per epoch), batch {o.batch}x{self.dist.world},"
+                f" for {length}, {self.iters_per_epoch} iterations per epoch, batch {o.batch}x{self.dist.world},"
                 f" lr {self.schedule.base_lr:g}, amp {'on' if self.amp else 'off'}; run folder {self.run_dir}"
             )
-        started = time.monotonic()
         it = self.start_iter
-        stopped = "finished"
-        consecutive_bad = 0
-        window_t, window_imgs, sums, count = time.monotonic(), 0, {}, 0
+        announced = False
+        stopped, exit_code = "finished", 0
+        last_time_save = time.monotonic()
+        self.window.started = time.monotonic()
         self.model.train()
-        progress = self.progress_factory(self.total, self.start_iter) if (self.progress_factory and self.dist.is_main) else None
+        self.report.start("train", self.total, unit="it", done=self.start_iter)
+        batches = iter(self.loader)
         try:
-            for images, boxes, labels in self.loader:
+            while it < self.total:
+                images, boxes, labels = self._next_batch(batches, it)
                 set_lr(self.optimizer, self.schedule.lr(it))
                 losses = self._step(images, boxes, labels)
-                if losses is None:
-                    consecutive_bad += 1
-                    self.bad_steps += 1
-                    if consecutive_bad >= o.max_bad_steps:
-                        raise NonFiniteLoss(
-                            f"{consecutive_bad} non-finite losses in a row at iteration {it}: the lr "
-                            f"({self.schedule.lr(it):g}) may be too high for batch {o.batch}, or the data has degenerate "
-                            f"boxes; the last good checkpoint {self.run_dir / 'last.pth'} is kept"
-                        )
-                else:
-                    consecutive_bad = 0
-                    for k, v in losses.items():
-                        sums[k] = sums.get(k, 0.0) + v
-                    count += 1
                 it += 1
-                window_imgs += images.shape[0] * self.dist.world
-                if progress is not None:
-                    progress.update(it, {k: v / max(count, 1) for k, v in sums.items()}, self.schedule.lr(it - 1))
+                self._account(losses, it)
+                self.budget.step_done()
+                if self.budget.ready and self.length.fit_to_time and (not announced or it % _REFIT_EVERY == 0):
+                    self._refit(it)
+                if self.budget.ready and not announced:
+                    announced = True
+                    self._announce_duration(it)
+                self.window.images += images.shape[0] * self.dist.world
+                self.report.advance("train", 1, **{f"loss_{k}": v for k, v in self.window.means().items()},
+                                    lr=self.schedule.lr(it - 1), images_per_s=self.images_per_s)
                 if it % o.log_every == 0 or it == self.total:
-                    dt = time.monotonic() - window_t
-                    row = {"type": "train", "iter": it, "epoch": (it - 1) // self.iters_per_epoch, "lr": self.schedule.lr(it - 1)}
-                    row.update({f"loss_{k}": v / max(count, 1) for k, v in sums.items()})
-                    row.update({"images_per_s": window_imgs / max(dt, 1e-9), "memory_mb": round(memory_mb(self.device), 1)})
-                    if self.dist.is_main:
-                        self.log.write(row)
-                    if progress is not None:
-                        progress.images_per_s = row["images_per_s"]
-                    window_t, window_imgs, sums, count = time.monotonic(), 0, {}, 0
-                out_of_time = o.time_limit is not None and time.monotonic() - started >= o.time_limit
+                    self.images_per_s = self._log_row(it)["images_per_s"]
+                due = it % self.eval_every == 0 or it >= self.total
+                if due:
+                    self._validate_and_save(it)
+                signum, out_of_time = self._agree_on_stop(stops)
+                if out_of_time and not due:
+                    self._validate_and_save(it)
+                if signum and it < self.total:  # (a request during the last step's save: the run is done)
+                    self._save_last(it)
+                    stopped, exit_code = "interrupted", exit_status(signum)
+                    self.say(f"{signal_name(signum)}: stopped at iteration {it}/{self.total}, saved "
+                             f"{self.run_dir / 'last.pth'}; continue with: ssd train --resume {self.run_dir}")
+                    break
                 if out_of_time:
                     stopped = "time-limit"
-                if it % self.eval_every == 0 or it == self.total or out_of_time:
-                    self._validate_and_save(it)
-                if out_of_time:
+                    break
+                if self.early_stopped:
+                    self.say(f"early stop at iteration {it}: no better val mAP in {o.patience} validations; "
+                             f"best.pth (val mAP@0.5 {self.best_map:.4f}) is kept")  # fmt: skip
                     break
                 if o.stop_after is not None and it - self.start_iter >= o.stop_after and it < self.total:
-                    self._save("last.pth", it)
+                    self._save_last(it)
                     stopped = "interrupted"
                     break
-        except KeyboardInterrupt:
-            self._save("last.pth", it)
-            self.say(f"interrupted at iteration {it}: saved {self.run_dir / 'last.pth'}; continue with --resume")
-            stopped = "interrupted"
+                if o.save_every is not None and time.monotonic() - last_time_save >= o.save_every:
+                    self._save_last(it)
+                    last_time_save = time.monotonic()
         finally:
-            if progress is not None:
-                progress.close()
+            _shut_down(batches)  # here, not at a garbage collection that an exception's traceback may delay
+            self.report.end("train")
+            self.log.close()
+        if stopped == "time-limit":
+            self.say(f"the {o.time_limit:g} s time limit ended the run at iteration {it} of {self.total}")
+        elif stopped == "finished" and o.time_limit is not None and not self.length.fit_to_time:
+            self.say(f"all {self.total} iterations done within the {o.time_limit:g} s time limit")
         history = self.log.rows() if self.dist.is_main else []
         if self.dist.is_main and stopped != "interrupted":
             plot_curves(history, self.run_dir)
-        return TrainResult(self.run_dir, it, self.total, self.best_map, self.last_map, stopped, self.bad_steps, history)
+        if self.unreadable:
+            self.say(f"{len(self.unreadable)} training images were unreadable and replaced in {self.replaced_samples} "
+                     f"samples (e.g. {self.unreadable[0]}); see 'replaced_samples' in metrics.jsonl")
+        return TrainResult(self.run_dir, it, self.total, self.best_map, self.last_map, stopped, self.bad_steps, history,
+                           exit_code=exit_code, unreadable=list(self.unreadable))
+
+    def _next_batch(self, batches, it: int) -> tuple[torch.Tensor, list[torch.Tensor], list[torch.Tensor]]:
+        """The next batch; a data error saves the run (at this step boundary) first, then stops with one line."""
+        try:
+            images, boxes, labels, unreadable = next(batches)
+        except StopIteration:
+            raise SsdError(f"the training data ended early at iteration {it}") from None
+        except Exception as e:  # noqa: BLE001 - anything from data loading: save first, then one line
+            self._save_last(it)
+            raise SsdError(f"reading training data at iteration {it} failed: {_data_error_line(e)}; the run was saved: "
+                           f"fix the data, then ssd train --resume {self.run_dir}") from None
+        for paths in unreadable:  # one entry per replaced sample
+            self.replaced_samples += 1
+            self.unreadable.extend(p for p in paths if p not in self.unreadable)
+        return images, boxes, labels
+
+    def _account(self, losses: dict[str, float] | None, it: int) -> None:
+        if losses is not None:
+            self.consecutive_bad = 0
+            self.window.add(losses)
+            return
+        self.consecutive_bad += 1
+        self.bad_steps += 1
+        if self.consecutive_bad >= self.o.max_bad_steps:
+            raise NonFiniteLoss(
+                f"{self.consecutive_bad} non-finite losses in a row at iteration {it - 1}: the lr "
+                f"({self.schedule.lr(it - 1):g}) may be too high for batch {self.o.batch}, or the data has degenerate "
+                f"boxes; the last good checkpoint {self.run_dir / 'last.pth'} is kept"
+            )
+
+    def _log_row(self, it: int) -> dict:
+        w = self.window
+        dt = time.monotonic() - w.started
+        row = {"type": "train", "iter": it, "epoch": (it - 1) // self.iters_per_epoch, "lr": self.schedule.lr(it - 1)}
+        row.update({f"loss_{k}": v for k, v in w.means().items()})
+        if self.replaced_samples:
+            row["replaced_samples"] = self.replaced_samples
+        row.update({"images_per_s": w.images / max(dt, 1e-9), "memory_mb": round(memory_mb(self.device), 1)})
+        if self.dist.is_main:
+            self.report.metrics(row)
+        self.window = _LogWindow()
+        return row
+
+    def _agree_on_stop(self, stops: StopRequests) -> tuple[int, bool]:
+        """``(signal number or 0, out of time)``, the same on every rank (one small all-reduce per step)."""
+        out_of_time = self.budget.expired()
+        signum, late = D.all_reduce_max([stops.signum or 0, int(out_of_time)], self.dist)
+        return signum, bool(late)
 
     def _step(self, images: torch.Tensor, boxes: list[torch.Tensor], labels: list[torch.Tensor]) -> dict[str, float] | None:
         dev = self.device
@@ -299,44 +610,94 @@ class _Run:
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.o.grad_clip)
         self.scaler.step(self.optimizer)
         self.scaler.update()
+        if self.ema is not None:
+            self.ema.update_parameters(self.model)
         return {k: float(v.detach()) for k, v in losses.items()}
 
+    def _refit(self, it: int) -> None:
+        """Fit the schedule's length to the time left (see :mod:`ssdcli.engine.time_budget`)."""
+        new_total = int(D.broadcast_object(self.budget.fit_total(it, self.total, self.eval_every), self.dist))
+        if new_total == self.total:
+            return
+        self.total = new_total
+        if not self._fitted:  # the warm-up and the validation rhythm are fixed by the first fit
+            self._fitted = True
+            if self.o.warmup_iters is None:
+                self.o.warmup_iters = warmup_iters(self.recipe, new_total)
+            if not self.o.eval_every:
+                self.eval_every = max(1, new_total // 4)
+        self.schedule = self._schedule(new_total)
+        self.report.start("train", new_total, unit="it", done=it)
+
+    def _announce_duration(self, it: int) -> None:
+        sps = self.budget.seconds_per_step() or 0.0
+        left = (self.total - it) * sps
+        limit = "" if math.isinf(self.budget.limit_s) else f" (time limit {_duration(self.budget.limit_s)})"
+        self.say(f"{sps:.2f} s per iteration: {self.total} iterations take about {_duration(left)} more{limit}")
+
     def _validate_and_save(self, it: int) -> None:
+        started = time.monotonic()
         if self.validator is not None and self.dist.is_main:
-            self.model.eval()
-            value = self.validator(self.model)
-            self.model.train()
+            evaluated = self.ema.module if self.ema is not None else self.model
+            evaluated.eval()
+            try:
+                value = self.validator(evaluated)
+            except SsdError as e:
+                evaluated.train()
+                self._save_last(it)
+                raise SsdError(f"validation at iteration {it} failed: {e}; the run was saved: fix the data, then "
+                               f"ssd train --resume {self.run_dir}") from None
+            evaluated.train()
             self.last_map = value
-            self.log.write({"type": "val", "iter": it, "map": value, "metric": self.o.val_metric})
+            self.report.metrics({"type": "val", "iter": it, "map": value, "metric": self.o.val_metric})
             improved = self.best_map is None or value > self.best_map
             if improved:
                 self.best_map = value
-            self.say(f"iteration {it}: val mAP@0.5 ({self.o.val_metric}) {value:.4f} (best {self.best_map:.4f})")
-            self._save("last.pth", it)
+            self.stale_validations = 0 if improved else self.stale_validations + 1
+            self.early_stopped = bool(self.o.patience) and self.stale_validations >= self.o.patience  # type: ignore[operator]
+            weights = " (EMA weights)" if self.ema is not None else ""
+            self.say(f"iteration {it}: val mAP@0.5 ({self.o.val_metric}){weights} {value:.4f} (best {self.best_map:.4f})")
+            self._save_last(it)
             if improved:
                 self._save("best.pth", it)
         else:
-            self._save("last.pth", it)
+            self._save_last(it)
         D.barrier(self.dist)
+        self.early_stopped = bool(D.broadcast_object(self.early_stopped, self.dist))
+        self.budget.overhead(time.monotonic() - started)
+
+    def _save_last(self, it: int) -> None:
+        """``last.pth`` at step boundary ``it`` (once per iteration)."""
+        if self.saved_at != it:
+            self._save("last.pth", it)
+            self.saved_at = it
 
     def _save(self, name: str, it: int) -> None:
         if not self.dist.is_main:
             return
-        state = {
-            "iteration": it,
-            "optimizer": self.optimizer.state_dict(),
-            "scaler": self.scaler.state_dict() if self.scaler.is_enabled() else {},
-            "options": asdict(self.o),
-            "best_map": self.best_map,
-            "last_map": self.last_map,
-            "bad_steps": self.bad_steps,
-            "rng": capture_rng_state(),
-        }
         meta = {"iteration": it, "val_map": self.last_map, "val_metric": self.o.val_metric, "dataset": self.o.data}
-        save_checkpoint(self.run_dir / name, self.model, train_state=state, meta=meta)
+        weights = self.ema.module if self.ema is not None else self.model  # EMA: the raw weights are in the state
+        save_checkpoint(self.run_dir / name, weights, train_state=self._training_state(it), meta=meta)
 
 
-AUGMENT_KINDS: tuple[str, ...] = ("fast", "reference")
+_OPEN_END = 2**62  # sampler end for a length fitted to the time (the loop stops at the fitted total)
+_REFIT_EVERY = 25  # iterations between two fits of the length to the time left
+
+
+def recipe_text(recipe: dict) -> str:
+    """The resolved recipe (``TrainOptions.recipe``) as an aligned text table, one setting a line."""
+    lines = [f"recipe {recipe['recipe']['name']} (start: {recipe['start']}); setting, value, from:"]
+    width = max(len(k) for k in recipe["values"])
+    for k, v in recipe["values"].items():
+        value = f"{v:g}" if isinstance(v, float) else ("-" if v is None else str(v))
+        lines.append(f"  {k:<{width}}  {value:<10}  {recipe['origins'].get(k, '')}")
+    return "\n".join(lines)
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(round(seconds))
+    h, rem = divmod(seconds, 3600)
+    return f"{h}h{rem // 60:02d}m" if h else f"{rem // 60}m{rem % 60:02d}s"
 
 
 def train_transform(model: DetectorModel, zoom_out: float | None, kind: str = "fast") -> Callable:
@@ -344,17 +705,33 @@ def train_transform(model: DetectorModel, zoom_out: float | None, kind: str = "f
     ``torchvision.transforms.v2`` composition it reproduces (``"reference"``, slower; for comparisons)."""
     if kind == "fast":
         return model.train_augment(zoom_out)
-    if type(model).train_augment is not DetectorModel.train_augment:
-        raise SsdError(f"--augment {kind}: {model.config.arch} brings its own augmentation; the torchvision v2 "
-                       "reference exists for the SSD pipeline only")
-    from ssdcli.data.reference_aug import ReferenceAugment
-
-    return ReferenceAugment(model.config.image_size, model.config.preprocess, max_zoom_out=zoom_out)
+    return model.reference_augment(zoom_out)
 
 
-def _single_thread_worker(_worker_id: int) -> None:
-    """Data workers decode and augment one image at a time: extra intra-op threads only oversubscribe the CPU."""
+def _data_worker_init(_worker_id: int) -> None:
+    """Data workers decode and augment one image at a time (extra intra-op threads only oversubscribe the CPU)
+    and leave SIGINT/SIGTERM to the main process, which stops the run at a step boundary."""
     torch.set_num_threads(1)
+    ignore_stop_signals()
+
+
+def _shut_down(batches: object) -> None:
+    """Stop a DataLoader iterator's worker processes now (they exit on the loader's own end-of-work message)."""
+    shutdown = getattr(batches, "_shutdown_workers", None)  # multi-process iterators only
+    if shutdown is not None:
+        shutdown()
+
+
+def _data_error_line(e: BaseException) -> str:
+    """One line for an error raised in a DataLoader worker (whose message carries the worker's whole traceback)."""
+    lines = [ln.strip() for ln in str(e).strip().splitlines() if ln.strip()]
+    if not lines:
+        return type(e).__name__
+    last = lines[-1]
+    if "Original Traceback" in str(e):
+        name, sep, rest = last.partition(": ")
+        return rest if sep and " " not in name else last
+    return last
 
 
 def _json(d: dict) -> str:

@@ -46,7 +46,7 @@ def plot_pr_curves(path: str | os.PathLike, curves: list[PRCurve], title: str) -
     ax = fig.add_subplot(1, 1, 1)
     cmap = colormaps["tab20"]
     for i, c in enumerate(curves):
-        label = f"{c.name} ({'n/a' if c.ap is None else f'{100 * c.ap:.1f}'})"
+        label = f"{c.name} (AP {'n/a' if c.ap is None else f'{c.ap:.4f}'})"  # AP as everywhere: 0-1, 4 decimals
         r, p = _subsample(np.asarray(c.recall, float), np.asarray(c.precision, float))
         ok = np.isfinite(r) & np.isfinite(p)
         color = cmap(_COLOR_ORDER[i % 20])
@@ -61,7 +61,7 @@ def plot_pr_curves(path: str | os.PathLike, curves: list[PRCurve], title: str) -
     ax.set_ylabel("precision")
     ax.set_title(title, fontsize=10)
     ax.grid(True, alpha=0.3)
-    ax.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize=7, title="class (AP %)", title_fontsize=7,
+    ax.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize=7, title="class (AP, 0-1)", title_fontsize=7,
               ncol=1 + len(curves) // 30)
     fig.tight_layout()
     buf = io.BytesIO()

@@ -1,12 +1,20 @@
 """The one interface every detector family implements, so that train/eval/detect/export never special-case.
 
-* ``forward(images)`` -> tuple of raw output tensors (SSD: ``(locs [N,P,4], logits [N,P,C])``), same in train
-  and eval mode.
+* ``forward(images)`` -> tuple of raw output tensors named by :attr:`~DetectorModel.output_names` (SSD:
+  ``(locs [N,P,4], logits [N,P,C])``), same in train and eval mode.
 * ``encode_targets(gt_boxes, gt_labels)`` -> dict of target tensors for :meth:`compute_loss`
   (per-image relative xyxy boxes and 1-based labels in).
 * ``compute_loss(outputs, targets)`` -> dict with named loss terms and ``"total"``.
 * ``decode(outputs, config)`` -> per-image :class:`~ssdcli.postprocess.Detections` in relative xyxy.
+* ``train_augment(max_zoom_out)`` -> the family's :class:`~ssdcli.data.transforms.TrainAugment`;
+  ``reference_augment`` the optional slow torchvision v2 version of it.
+* ``export_graph(config)`` -> the ONNX export module (contract: :mod:`ssdcli.models.export_graph`);
+  ``export_arrays()`` / ``decoder_name`` what a raw-outputs export stores beside it.
+* ``supports_flip_test`` / ``forward_flip_test(images)``: optional test-time flip.
+* ``head_parameter_prefixes()``: the class-dependent layers (re-initialised when fine-tuning to new classes).
 * ``config`` -> :class:`ModelConfig`, everything needed to rebuild the model and feed it (stored in checkpoints).
+
+Nothing here is specific to one family: defaults either raise or describe "no such feature".
 """
 
 from __future__ import annotations
@@ -17,6 +25,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from ssdcli.data.transforms import TrainAugment
 from ssdcli.errors import SsdError
 from ssdcli.postprocess import Detections, PostprocessConfig
 from ssdcli.preprocess import Preprocess
@@ -53,6 +62,10 @@ class ModelConfig:
         )
 
 
+class NormalizationLayer(nn.Module):
+    """Base of a family's own normalisation layers (e.g. SSD's L2Norm): their parameters get no weight decay."""
+
+
 class DetectorModel(nn.Module):
     """Base class of all detectors; see the module docstring for the contract."""
 
@@ -84,31 +97,48 @@ class DetectorModel(nn.Module):
     def decode(self, outputs: tuple[torch.Tensor, ...], config: PostprocessConfig = PostprocessConfig()) -> list[Detections]:
         raise NotImplementedError
 
-    def train_augment(self, max_zoom_out: float | None = None) -> "Callable":
-        """The training augmentation this family is trained with (default: the SSD paper's, fast path).
+    def train_augment(self, max_zoom_out: float | None = None) -> TrainAugment:
+        """The training augmentation of this family: a :class:`~ssdcli.data.transforms.TrainAugment`.
 
-        ``max_zoom_out``: the SSD zoom-out ("expansion") ratio limit (None: the paper's 4; 1 or less: no zoom-out);
-        families without a zoom-out step raise :class:`SsdError` when it is given.
-        A callable ``(image uint8 [3,H,W], VOC pixel boxes [K,4], labels [K], generator) -> (uint8 [3,S,S],
-        relative xyxy boxes [K',4], labels [K'])`` as :class:`ssdcli.data.transforms.SSDTrainAugment`.
+        ``max_zoom_out``: the zoom-out ("expansion") ratio limit of families that have one (None: the family's
+        default; 1 or less: off); families without a zoom-out step raise :class:`SsdError` when it is given.
         """
-        from ssdcli.data.transforms import SSDTrainAugment
+        raise NotImplementedError
 
-        if max_zoom_out is None:
-            return SSDTrainAugment(self.config.image_size, self.config.preprocess)
-        if max_zoom_out <= 1.0:
-            return SSDTrainAugment(self.config.image_size, self.config.preprocess, zoom_out_p=0.0)
-        return SSDTrainAugment(self.config.image_size, self.config.preprocess, max_zoom_out=float(max_zoom_out))
+    def reference_augment(self, max_zoom_out: float | None = None) -> Callable:
+        """A slower plain ``torchvision.transforms.v2`` composition that :meth:`train_augment` reproduces, for
+        comparisons (``ssd train --augment reference``); :class:`SsdError` for families without one."""
+        raise SsdError(
+            f"--augment reference: {self.config.arch} brings its own augmentation (no torchvision v2 reference)"
+        )
 
     def export_graph(self, config: PostprocessConfig) -> nn.Module:
         """A module for ONNX export mapping a normalised batch to final detections (decode and NMS or peak
-        extraction inside the graph). The output contract is defined in :mod:`ssdcli.deploy.graphs`."""
+        extraction inside the graph). The output contract is defined in :mod:`ssdcli.models.export_graph`."""
         raise NotImplementedError
+
+    def export_arrays(self) -> dict[str, torch.Tensor]:
+        """Arrays a raw-outputs ONNX export writes beside the model so that other runtimes can decode it
+        (SSD: ``{"priors": [P,4]}``, saved as ``<stem>.priors.npy``); none by default."""
+        return {}
+
+    @property
+    def decoder_name(self) -> str:
+        """How the raw outputs are decoded, recorded in ONNX metadata (default: the architecture name)."""
+        return self.config.arch
 
     def head_parameter_prefixes(self) -> tuple[str, ...]:
         """State-dict prefixes of the class-dependent layers (re-initialised when fine-tuning to new classes)."""
         raise NotImplementedError
 
+    supports_flip_test: bool = False  # True: :meth:`forward_flip_test` is implemented
+
+    def forward_flip_test(self, images: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """One pass over ``images`` and their mirror image, merged into outputs of :meth:`forward`'s format
+        (families that set :attr:`supports_flip_test`)."""
+        raise NotImplementedError(f"{self.config.arch} has no flip test")
+
     @property
     def output_names(self) -> tuple[str, ...]:
-        return ("locs", "logits")
+        """Names of :meth:`forward`'s raw outputs (ONNX output names of a raw-outputs export)."""
+        raise NotImplementedError

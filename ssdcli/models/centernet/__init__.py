@@ -6,6 +6,7 @@ from __future__ import annotations
 from ssdcli.models.base import DetectorModel, ModelConfig
 from ssdcli.models.centernet.model import CenterNet, build_centernet
 from ssdcli.models.centernet.onnx_ops import register_deform_conv_symbolic
+from ssdcli.models.centernet.recipes import RECIPES
 from ssdcli.models.registry import register
 
 ARCHITECTURES: dict[str, str] = {"centernet-res18": "resnet18", "centernet-res50": "resnet50"}
@@ -20,6 +21,6 @@ def _builder(resnet: str):  # type: ignore[no-untyped-def]
 
 register_deform_conv_symbolic()
 for _name, _resnet in ARCHITECTURES.items():
-    register(_name, 384)(_builder(_resnet))
+    register(_name, 384, RECIPES)(_builder(_resnet))
 
 __all__ = ["ARCHITECTURES", "CenterNet", "build_centernet"]

@@ -39,7 +39,7 @@ import torch
 from torchvision.transforms.v2 import functional as TF
 
 from ssdcli.data.photometric import PhotometricParams, Scratch, photometric_distort
-from ssdcli.data.transforms import voc_to_continuous
+from ssdcli.data.transforms import TrainAugment, voc_to_continuous
 from ssdcli.errors import SsdError
 from ssdcli.preprocess import IMAGENET, Preprocess
 
@@ -100,7 +100,7 @@ def _axis(w0: float, w1: float, full: int, k: int, size: int) -> _Layout | None:
     return _Layout(r0, r1, l0, l1, d0, d1) if d1 > d0 else None
 
 
-class CenterNetTrainAugment:
+class CenterNetTrainAugment(TrainAugment):
     """``__call__(image uint8 [3,H,W], boxes VOC pixel float32 [K,4], labels int64 [K], generator)`` ->
     ``(image uint8 [3,S,S], boxes float32 [K',4] relative xyxy, labels int64 [K'])``; see the module docstring.
 
@@ -242,9 +242,3 @@ class CenterNetTrainAugment:
         valid = ((out[:, 2] - out[:, 0]) >= self.min_size) & ((out[:, 3] - out[:, 1]) >= self.min_size)
         rel = torch.from_numpy((out[valid] / self.size).clip(0.0, 1.0).astype(np.float32)).reshape(-1, 4)
         return rel, labels[torch.from_numpy(valid)]
-
-    def __call__(
-        self, image: torch.Tensor, boxes: torch.Tensor, labels: torch.Tensor, generator: torch.Generator
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        plan = self.sample(image.shape[-1], image.shape[-2], boxes, generator)
-        return self.render(image, boxes, labels, plan)

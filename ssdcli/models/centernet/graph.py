@@ -1,6 +1,6 @@
 """ONNX export graph of CenterNet: forward + 3x3 max-pool peak extraction + top-k inside the graph.
 
-Outputs follow the exported-detections contract of :mod:`ssdcli.deploy.graphs` (``num_detections [N]`` int64,
+Outputs follow the exported-detections contract of :mod:`ssdcli.models.export_graph` (``num_detections [N]`` int64,
 ``boxes [N,D,4]`` relative xyxy float32, ``scores [N,D]`` float32 sorted descending, ``labels [N,D]`` int64
 1-based; padding slots at the end hold 0) with ``D = min(max_peaks, top_k, C*H*W)``. A slot is valid when its
 peak scores above ``score_threshold``. No NMS: the max-pool replaces it, as in :func:`.decode.decode`.

@@ -178,6 +178,8 @@ class CenterNet(DetectorModel):
                 f = stage(f) + lateral(skip)
         return self.head_heatmap(f), self.head_size(f), self.head_offset(f)
 
+    supports_flip_test = True
+
     def forward_flip_test(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Flip test hook: one pass over ``images`` and their mirror image, merged by :func:`.decode.merge_flip`
         into outputs of the same format as :meth:`forward` (decode them with :meth:`decode`)."""

@@ -9,6 +9,7 @@ no spinning of idle workers.
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 import warnings
@@ -17,12 +18,17 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ssdcli.deploy.graphs import DETECTION_OUTPUTS, detections_from_outputs
-from ssdcli.errors import SsdError
-from ssdcli.models.base import ModelConfig
-from ssdcli.postprocess import Detections, PostprocessConfig, postprocess
+from ssdcli.checkpoint import config_from_stored
+from ssdcli.errors import SsdError, first_line
+from ssdcli.models.base import DetectorModel
+from ssdcli.models.export_graph import DETECTION_OUTPUTS, detections_from_outputs
+from ssdcli.models.registry import build_from_config
+from ssdcli.postprocess import Detections, PostprocessConfig
 
 ENGINES = ("auto", "cpu", "cuda", "tensorrt")
+
+METADATA_KEY = "ssdcli"  # ONNX metadata_props key of the JSON written by `ssd export-onnx`
+ONNX_FORMAT = "ssdcli-onnx"
 
 
 def physical_cores() -> int:
@@ -81,7 +87,7 @@ def providers_for(device: torch.device, engine: str, cache_dir: Path) -> list:
 
 
 class OnnxBackend:
-    """An exported model as an :class:`~ssdcli.predictor.InferenceBackend` (``.config``, ``.device``, ``.detect``)."""
+    """An exported model as an :class:`~ssdcli.inference.InferenceBackend` (``.config``, ``.device``, ``.detect``)."""
 
     def __init__(
         self,
@@ -103,7 +109,7 @@ class OnnxBackend:
                 warnings.simplefilter("ignore")
                 self.session = ort.InferenceSession(str(self.path), session_options(threads), providers=wanted)
         except Exception as e:  # onnxruntime raises its own exception types (Fail, InvalidProtobuf, ...)
-            first = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
+            first = first_line(e)
             raise SsdError(f"{self.path}: not a loadable ONNX model ({first})") from None
         first_wanted = wanted[0] if isinstance(wanted[0], str) else wanted[0][0]
         if self.session.get_providers()[0] != first_wanted:
@@ -113,17 +119,16 @@ class OnnxBackend:
             )
         self.providers = self.session.get_providers()
         self.meta = _metadata(self.session, self.path)
-        self.config = ModelConfig.from_dict(self.meta["config"])
+        self.config = config_from_stored(self.meta["config"], f"{self.path}: ONNX metadata")
         self.nms = bool(self.meta.get("nms"))
-        self.baked = PostprocessConfig(**self.meta["postprocess"]) if self.nms else None
+        self.baked = _baked_postprocess(self.meta, self.path) if self.nms else None
         inp = self.session.get_inputs()[0]
         self.input_name = inp.name
         self.input_dtype = np.float16 if "float16" in inp.type else np.float32
         self.fixed_batch = inp.shape[0] if isinstance(inp.shape[0], int) else None
         self.output_names = list(self.meta["outputs"])
         self._warned = False
-        self._priors: torch.Tensor | None = None
-        self._decoder: object | None = None
+        self._decoder: DetectorModel | None = None
 
     # -- running -------------------------------------------------------------------------------------------
     def run(self, batch: torch.Tensor | np.ndarray) -> list[np.ndarray]:
@@ -148,33 +153,15 @@ class OnnxBackend:
             self._check_baked(config)
             return detections_from_outputs(*outputs, config=config)
         raw = tuple(torch.from_numpy(o).float() for o in outputs)
-        if self.meta.get("decoder") == "ssd":
-            variances = tuple(self.config.extra["prior_spec"].get("variances", (0.1, 0.2)))
-            return postprocess(raw[0], raw[1], self.priors, config, variances)  # type: ignore[arg-type]
-        return self._generic_decoder().decode(raw, config)  # type: ignore[attr-defined]
+        return self._decoder_model().decode(raw, config)
 
     def detect(self, batch: torch.Tensor, postprocess: PostprocessConfig) -> list[Detections]:
         return self.to_detections(self.run(batch), postprocess)
 
     # -- helpers -------------------------------------------------------------------------------------------
-    @property
-    def priors(self) -> torch.Tensor:
-        """SSD priors ``[P,4]`` cxcywh: the ``.priors.npy`` written at export, else regenerated from the spec."""
-        if self._priors is None:
-            name = self.meta.get("priors_file")
-            file = self.path.with_name(name) if name else None
-            if file is not None and file.is_file():
-                self._priors = torch.from_numpy(np.load(file, allow_pickle=False)).float()
-            else:
-                from ssdcli.priors import PriorSpec, generate_priors
-
-                self._priors = generate_priors(PriorSpec.from_dict(self.config.extra["prior_spec"]))
-        return self._priors
-
-    def _generic_decoder(self) -> object:
+    def _decoder_model(self) -> DetectorModel:
+        """The family's own decode, from a model rebuilt from the stored config (weights unused)."""
         if self._decoder is None:
-            from ssdcli.models.registry import build_from_config
-
             self._decoder = build_from_config(self.config).eval()
         return self._decoder
 
@@ -198,18 +185,28 @@ class OnnxBackend:
 
 
 def _metadata(session, path: Path) -> dict:  # type: ignore[no-untyped-def]
-    import json
-
-    from ssdcli.deploy.onnx_export import METADATA_KEY, ONNX_FORMAT
-
     props = session.get_modelmeta().custom_metadata_map
     if METADATA_KEY not in props:
         raise SsdError(f"{path}: no ssdcli metadata; only models written by `ssd export-onnx` are supported")
     try:
         meta = json.loads(props[METADATA_KEY])
-        assert meta.get("format") == ONNX_FORMAT and "config" in meta and "outputs" in meta
-    except (ValueError, AssertionError):
-        raise SsdError(f"{path}: damaged ssdcli metadata in the ONNX model") from None
-    if meta["nms"] and list(meta["outputs"]) != list(DETECTION_OUTPUTS):
+    except (ValueError, RecursionError):
+        raise SsdError(f"{path}: damaged ssdcli metadata in the ONNX model (not JSON)") from None
+    if not (isinstance(meta, dict) and meta.get("format") == ONNX_FORMAT and isinstance(meta.get("config"), dict)
+            and isinstance(meta.get("outputs"), list) and all(isinstance(o, str) for o in meta["outputs"])):
+        raise SsdError(f"{path}: damaged ssdcli metadata in the ONNX model (format, config or outputs)")
+    if meta.get("nms") and meta["outputs"] != list(DETECTION_OUTPUTS):
         raise SsdError(f"{path}: unexpected outputs {meta['outputs']} for an NMS-in-graph model")
     return meta
+
+
+def _baked_postprocess(meta: dict, path: Path) -> PostprocessConfig:
+    """The post-processing baked into an NMS-in-graph model, from its metadata. SsdError when damaged."""
+    try:
+        baked = PostprocessConfig(**meta["postprocess"])
+        numbers = (baked.score_threshold, baked.nms_threshold, baked.top_k, baked.pre_nms_top_k)
+        if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in numbers):
+            raise TypeError("non-numeric setting")
+        return baked.validate()
+    except (KeyError, TypeError, SsdError) as e:
+        raise SsdError(f"{path}: damaged ssdcli metadata in the ONNX model (postprocess: {first_line(e)})") from None

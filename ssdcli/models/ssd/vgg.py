@@ -10,10 +10,12 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ssdcli.models.base import NormalizationLayer
+
 VGG16_CFG: list[int | str] = [64, 64, "M", 128, 128, "M", 256, 256, 256, "C", 512, 512, 512, "M", 512, 512, 512]
 
 
-class L2Norm(nn.Module):
+class L2Norm(NormalizationLayer):
     def __init__(self, channels: int, scale: float = 20.0, eps: float = 1e-10) -> None:
         super().__init__()
         self.eps = eps

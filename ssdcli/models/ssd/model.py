@@ -7,9 +7,12 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
+from ssdcli.data.reference_aug import ReferenceAugment
+from ssdcli.data.transforms import SSDTrainAugment
 from ssdcli.loss import multibox_loss
 from ssdcli.matching import assign_targets
 from ssdcli.models.base import DetectorModel, ModelConfig
+from ssdcli.models.ssd.graph import SsdExportGraph
 from ssdcli.postprocess import Detections, PostprocessConfig, postprocess
 from ssdcli.priors import PriorSpec, generate_priors
 
@@ -72,10 +75,31 @@ class SSD(DetectorModel):
         locs, logits = outputs
         return postprocess(locs, logits, self.priors, config, self.prior_spec.variances)
 
-    def export_graph(self, config: PostprocessConfig) -> nn.Module:
-        from ssdcli.deploy.graphs import ssd_export_graph
+    def train_augment(self, max_zoom_out: float | None = None) -> SSDTrainAugment:
+        """The SSD paper's augmentation (fast path); ``max_zoom_out`` None: the paper's 4, 1 or less: off."""
+        size, pre = self.config.image_size, self.config.preprocess
+        if max_zoom_out is None:
+            return SSDTrainAugment(size, pre)
+        if max_zoom_out <= 1.0:
+            return SSDTrainAugment(size, pre, zoom_out_p=0.0)
+        return SSDTrainAugment(size, pre, max_zoom_out=float(max_zoom_out))
 
-        return ssd_export_graph(self, config)
+    def reference_augment(self, max_zoom_out: float | None = None) -> ReferenceAugment:
+        return ReferenceAugment(self.config.image_size, self.config.preprocess, max_zoom_out=max_zoom_out)
+
+    def export_graph(self, config: PostprocessConfig) -> nn.Module:
+        return SsdExportGraph(self, config)
+
+    def export_arrays(self) -> dict[str, torch.Tensor]:
+        return {"priors": self.priors}
+
+    @property
+    def decoder_name(self) -> str:
+        return "ssd"
 
     def head_parameter_prefixes(self) -> tuple[str, ...]:
         return ("conf.",)
+
+    @property
+    def output_names(self) -> tuple[str, ...]:
+        return ("locs", "logits")

@@ -18,10 +18,9 @@ from ssdcli.boxes import relative_to_pixel
 from ssdcli.checkpoint import load_model
 from ssdcli.data.images import resize_square, to_image_tensor
 from ssdcli.device import resolve_device
+from ssdcli.inference.onnx_backend import OnnxBackend
 from ssdcli.models.base import DetectorModel, ModelConfig
 from ssdcli.postprocess import Detections, PostprocessConfig
-
-ImageLike = "str | os.PathLike | np.ndarray | torch.Tensor | PIL.Image.Image"
 
 
 class InferenceBackend(Protocol):
@@ -47,7 +46,7 @@ class TorchBackend:
         self.config = model.config
         self.device = device
         self.half = half and device.type == "cuda"
-        self.flip_test = bool(flip_test) and callable(getattr(model, "forward_flip_test", None))
+        self.flip_test = bool(flip_test) and model.supports_flip_test
         if self.half:
             self.model.half()
 
@@ -117,8 +116,6 @@ class Detector:
         """
         dev = device if isinstance(device, torch.device) else resolve_device(device)
         if Path(path).suffix.lower() == ".onnx":
-            from ssdcli.deploy.runners import OnnxBackend
-
             return cls(OnnxBackend(path, dev), postprocess)
         return cls(TorchBackend(load_model(path, "cpu"), dev, half=half, flip_test=flip_test), postprocess)
 

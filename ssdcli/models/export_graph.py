@@ -1,4 +1,7 @@
-"""Export graphs: a normalised image batch straight to final detections, NMS inside the ONNX graph.
+"""The export-graph contract every family implements: a normalised image batch straight to final detections.
+
+Families build their graph (:meth:`ssdcli.models.base.DetectorModel.export_graph`) from the helpers here
+(:func:`select_in_graph`: NMS inside the ONNX graph); :mod:`ssdcli.deploy.onnx_export` exports it.
 
 Exported-detections contract (shared by every detector family; CenterNet implements the same outputs)
 ------------------------------------------------------------------------------------------------------
@@ -32,7 +35,6 @@ import torch
 from torch import nn
 from torchvision.ops import batched_nms
 
-from ssdcli.boxes import decode
 from ssdcli.postprocess import Detections, PostprocessConfig
 
 DETECTION_OUTPUTS: tuple[str, ...] = ("num_detections", "boxes", "scores", "labels")
@@ -94,27 +96,6 @@ def select_in_graph(
         torch.where(valid, out_s, zero),
         torch.where(valid, out_l, torch.zeros_like(out_l)),
     )
-
-
-class SsdExportGraph(nn.Module):
-    """SSD forward + decode + softmax + :func:`select_in_graph` (float32 after the network, also for fp16)."""
-
-    def __init__(self, model: nn.Module, config: PostprocessConfig) -> None:
-        super().__init__()
-        self.model = model
-        self.post = config
-        self.variances = tuple(model.prior_spec.variances)
-
-    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        locs, logits = self.model(images)
-        boxes = decode(locs.float(), self.model.priors.float(), self.variances)
-        scores = torch.softmax(logits.float(), dim=-1)[..., 1:]
-        return select_in_graph(boxes, scores, self.post)
-
-
-def ssd_export_graph(model: nn.Module, config: PostprocessConfig) -> nn.Module:
-    """The export module of an SSD model (see the module docstring for its outputs)."""
-    return SsdExportGraph(model, config)
 
 
 class WithRawOutputs(nn.Module):

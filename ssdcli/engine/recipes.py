@@ -1,0 +1,127 @@
+"""Resolve a training run's settings: the family's recipe, overridden by the user's flags, scaled to the batch.
+
+The result says where every value comes from (the recipe and its source, a flag, or a scaling rule), so ``ssd
+train`` can print one table before training and store it in ``options.json``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+from ssdcli.models.recipe import Recipe
+
+# TrainOptions field -> Recipe field, for every setting a recipe provides a default for
+RECIPE_FIELDS: dict[str, str] = {
+    "optimizer": "optimizer",
+    "batch": "batch",
+    "lr": "lr",
+    "momentum": "momentum",
+    "weight_decay": "weight_decay",
+    "bias_lr_factor": "bias_lr_factor",
+    "schedule": "schedule",
+    "img_size": "img_size",
+    "zoom_out": "zoom_out",
+    "ema": "ema",
+    "ema_decay": "ema_decay",
+    "channels_last": "channels_last",
+}
+
+
+def start_kind(weights: str | None, backbone_weights: str | None, pretrained_backbone: bool) -> str:
+    """How a run starts, which selects the family's recipe: finetune, backbone or scratch."""
+    if weights:
+        return "finetune"
+    if backbone_weights or pretrained_backbone:
+        return "backbone"
+    return "scratch"
+
+
+@dataclass
+class ResolvedRecipe:
+    """Final values for the recipe-controlled options, with the origin of each (for the printed table)."""
+
+    recipe: Recipe
+    start: str
+    values: dict[str, Any]
+    origins: dict[str, str] = field(default_factory=dict)
+
+    def rows(self) -> list[tuple[str, str, str]]:
+        """``(setting, value, origin)`` rows in a stable order."""
+        return [(k, _fmt(self.values[k]), self.origins.get(k, "")) for k in self.values]
+
+    def to_dict(self) -> dict:
+        return {"recipe": self.recipe.name, "start": self.start, "values": dict(self.values),
+                "origins": dict(self.origins)}  # fmt: skip
+
+
+def scaled_lr(recipe: Recipe, global_batch: int) -> float:
+    """The recipe's lr moved from its reference batch to ``global_batch`` by its scaling rule."""
+    ratio = global_batch / recipe.batch
+    factor = {"linear": ratio, "sqrt": math.sqrt(ratio), "none": 1.0}[recipe.lr_scaling]
+    return recipe.lr * factor
+
+
+def resolve_recipe(recipe: Recipe, start: str, given: dict[str, Any], world: int = 1) -> ResolvedRecipe:
+    """Fill every recipe-controlled option the user left as ``None`` from ``recipe``.
+
+    ``given`` maps TrainOptions field names (see :data:`RECIPE_FIELDS`) to the user's values (None = not given).
+    The lr, when not given, follows the global batch (``batch x world``) by the recipe's scaling rule.
+    """
+    values: dict[str, Any] = {}
+    origins: dict[str, str] = {}
+    src = recipe.sources
+    for opt, rf in RECIPE_FIELDS.items():
+        user = given.get(opt)
+        if user is not None:
+            flag = "--" + ("no-" if user is False else "") + opt.replace("_", "-")
+            values[opt], origins[opt] = user, flag
+        else:
+            values[opt] = getattr(recipe, rf)
+            origins[opt] = f"recipe {recipe.name}" + (f": {src[rf]}" if rf in src else "")
+    if given.get("lr") is None:
+        global_batch = int(values["batch"]) * world
+        lr = scaled_lr(recipe, global_batch)
+        values["lr"] = lr
+        if global_batch != recipe.batch and recipe.lr_scaling != "none":
+            origins["lr"] = (f"recipe {recipe.name}: {recipe.lr:g} at batch {recipe.batch}, scaled "
+                             f"{recipe.lr_scaling}ly to global batch {global_batch}")  # fmt: skip
+    return ResolvedRecipe(recipe, start, values, origins)
+
+
+def warmup_iters(recipe: Recipe, total_iters: int) -> int:
+    """The recipe's warm-up length for a run of ``total_iters`` iterations."""
+    return min(recipe.warmup_max_iters, int(round(recipe.warmup_fraction * total_iters)))
+
+
+@dataclass(frozen=True)
+class LengthPlan:
+    """How long a run is: ``total`` iterations (provisional while ``fit_to_time``), and why."""
+
+    total: int
+    source: str
+    fit_to_time: bool = False
+
+
+def plan_length(
+    iters: int | None, epochs: float | None, time_limit: float | None, recipe: Recipe, iters_per_epoch: int
+) -> LengthPlan:
+    """``--iters`` or ``--epochs`` when given; else, under ``--time-limit`` alone, a length fitted to the time
+    (provisionally the recipe's); else the recipe's default number of epochs."""
+    if iters is not None:
+        return LengthPlan(int(iters), "--iters")
+    if epochs is not None:
+        return LengthPlan(max(1, math.ceil(epochs * iters_per_epoch)), f"--epochs {epochs:g}")
+    default = max(1, math.ceil(recipe.epochs * iters_per_epoch))
+    if time_limit is not None:
+        return LengthPlan(default, "fitted to --time-limit", fit_to_time=True)
+    return LengthPlan(default, f"recipe {recipe.name}: {recipe.epochs:g} epochs")
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, float):
+        return f"{v:g}"
+    if isinstance(v, bool):
+        return "on" if v else "off"
+    return "-" if v is None else str(v)

@@ -1,0 +1,8 @@
+"""Inference on trained models: the :class:`Detector` API over a PyTorch or an ONNX Runtime backend.
+
+Layer: below the workflows (``engine``, ``deploy``) that use it, above ``checkpoint`` and ``models``.
+"""
+
+from ssdcli.inference.detector import Detector, InferenceBackend, Prediction, TorchBackend, detections_to_prediction
+
+__all__ = ["Detector", "InferenceBackend", "Prediction", "TorchBackend", "detections_to_prediction"]
