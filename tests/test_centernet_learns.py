@@ -26,7 +26,7 @@ def test_centernet_learns_the_sample_dataset(tmp_path):
     options = TrainOptions(
         data=str(tmp_path / "prepared"), arch="centernet-res18", img_size=96, iters=iters, batch=16,
         optimizer="adamw", lr=2e-3, schedule="cosine", warmup_iters=10, workers=1, eval_every=iters,
-        project=str(tmp_path / "runs"), name="learn", device="cpu", log_every=10, seed=0,
+        project=str(tmp_path / "runs"), name="learn", device="cpu", log_every=10, seed=0, val_metric="voc07",
     )
     result = train(options, report=lambda m: None)
     losses = [r["loss_total"] for r in result.history if r["type"] == "train"]

@@ -11,7 +11,6 @@ import time
 from pathlib import Path
 
 import pytest
-import torch
 from cli_helpers import digest, noise_images, one_line_error, ssd, tiny_checkpoint, tiny_prepared
 
 from ssdcli.engine.quickstart import MARKER, clear_previous_outputs, quickstart_plan, write_marker
@@ -20,12 +19,7 @@ from ssdcli.errors import SsdError
 from ssdcli.io_utils import atomic_write_text, sweep_stale_temporaries
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread_module")
 
 
 @pytest.fixture(scope="module")

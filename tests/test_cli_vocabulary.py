@@ -10,7 +10,6 @@ import re
 from pathlib import Path
 
 import pytest
-import torch
 from cli_helpers import digest, noise_images, one_line_error, ssd, tiny_checkpoint, tiny_prepared
 from typer.main import get_command
 from typer.testing import CliRunner
@@ -21,12 +20,7 @@ from ssdcli.io_utils import atomic_write_text
 COMMANDS = ["prepare-voc", "train", "eval", "detect", "export-onnx", "benchmark", "quickstart", "convert"]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread_module")
 
 
 @pytest.fixture(scope="module")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 
 import pytest
@@ -187,3 +188,61 @@ def test_length_comes_from_flags_then_the_time_limit_then_the_recipe() -> None:
     assert fitted.fit_to_time and fitted.total == 450
     default = plan_length(None, None, None, RECIPE, 9)
     assert not default.fit_to_time and default.total == 450 and "50 epochs" in default.source
+
+
+def test_the_bare_command_trains_the_recipe_length_and_announces_it(sample_voc_factory, tmp_path) -> None:
+    """No --iters/--epochs/--time-limit: the recipe's epochs, announced with an estimated duration; the recipe
+    table is printed and stored; validation runs on the held-out val split, not on test."""
+    from ssdcli.data.prepare import prepare_voc
+    from ssdcli.engine.trainer import TrainOptions, train
+
+    prepared = tmp_path / "prepared"
+    prepare_voc(sample_voc_factory(num_train=20, num_test=4), prepared, classes="auto")
+    notes: list[str] = []
+    options = TrainOptions(data=str(prepared), arch="ssd-mini", img_size=64, batch=4, workers=0, device="cpu",
+                           project=str(tmp_path / "runs"), stop_after=12)  # fmt: skip
+    result = train(options, report=notes.append)
+    text = "\n".join(notes)
+    assert "recipe ssd-mini-quickstart (start: scratch)" in text and "--img-size" in text
+    iters_per_epoch = 18 // 4  # 20 training images, 2 held out as val
+    assert result.total_iters == math.ceil(122.222 * iters_per_epoch) > iters_per_epoch
+    assert f"for {result.total_iters} iterations (recipe ssd-mini-quickstart: 122.222 epochs)" in text
+    assert "s per iteration:" in text and "take about" in text
+    stored = json.loads((result.run_dir / "options.json").read_text())
+    assert stored["optimizer"] == "adamw" and stored["recipe"]["values"]["lr"] == pytest.approx(3e-3 * math.sqrt(4 / 16))
+    assert stored["val_split"] == "val"
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--optimizer", "foo"], "--optimizer"), (["--schedule", "linear"], "--schedule"), (["--arch", "bogus"], "--arch"),
+    (["--augment", "x"], "--augment"), (["--val-metric", "map"], "--val-metric"),
+    (["--grad-clip", "-10"], "--grad-clip -10: outside the allowed range"),
+    (["--lr", "-0.01"], "--lr -0.01: outside"), (["--batch", "0"], "--batch 0: outside"),
+    (["--img-size", "-7"], "--img-size -7: outside"), (["--workers", "-1"], "--workers -1: outside"),
+    (["--log-every", "0"], "--log-every 0: outside"), (["--momentum", "-5"], "--momentum -5: outside"),
+    (["--eval-every", "-1"], "--eval-every -1: outside"), (["--weight-decay", "-1"], "--weight-decay -1: outside"),
+    (["--zoom-out", "0.5"], "--zoom-out 0.5: outside"), (["--patience", "0"], "--patience 0: outside"),
+    (["--ema-decay", "1.5"], "--ema-decay 1.5: outside"), (["--time-limit", "soon"], "--time-limit soon"),
+])  # fmt: skip
+def test_train_refuses_wrong_values_before_any_work(tmp_path, args, message) -> None:
+    """Issue 14/17 reproductions: a wrong choice or number is one line, exit code 2, and no run folder."""
+    from typer.testing import CliRunner
+
+    from ssdcli.cli.main import app
+
+    r = CliRunner().invoke(app, ["train", "--data", str(tmp_path), "--project", str(tmp_path / "runs"), *args],
+                           env={"COLUMNS": "200", "NO_COLOR": "1"})  # fmt: skip
+    assert r.exit_code == 2 and message in r.output, r.output
+    assert len(r.output.strip().splitlines()) == 1 and "Traceback" not in r.output
+    assert not (tmp_path / "runs").exists()
+
+
+def test_train_options_validate_for_api_callers() -> None:
+    from ssdcli.engine.trainer import TrainOptions
+    from ssdcli.errors import SsdError
+
+    with pytest.raises(SsdError, match="--optimizer adam2: expected one of sgd, adamw, adam"):
+        TrainOptions(optimizer="adam2").validate()
+    with pytest.raises(SsdError, match="--grad-clip -10: expected a value >= 1e-12"):
+        TrainOptions(grad_clip=-10.0).validate()
+    TrainOptions(optimizer="adam", batch=4, ema=True).validate()

@@ -144,7 +144,7 @@ def test_cli_train_runs_and_reports(tiny_data, tmp_path):
     )
     assert r.exit_code == 0, r.output
     assert (tmp_path / "cli" / "last.pth").exists() and (tmp_path / "cli" / "best.pth").exists()
-    assert "best val mAP" in r.output
+    assert "best val AP@[.5:.95] (coco)" in r.output
 
 
 @pytest.mark.slow

@@ -31,7 +31,7 @@ def test_ssd_mini_learns_the_sample_dataset(tmp_path):
     options = TrainOptions(
         data=str(tmp_path / "prepared"), arch="ssd-mini", iters=iters, batch=32, optimizer="adamw", lr=3e-3,
         schedule="cosine", warmup_iters=20, workers=1, eval_every=iters, project=str(tmp_path / "runs"), name="learn",
-        device="cpu", log_every=20, seed=0,
+        device="cpu", log_every=20, seed=0, val_metric="voc07",
     )
     result = train(options, report=lambda m: None)
     losses = [r["loss_total"] for r in result.history if r["type"] == "train"]

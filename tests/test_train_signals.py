@@ -284,15 +284,7 @@ def _options(data: Path, project: Path, **kw):
     return TrainOptions(**base)
 
 
-@pytest.fixture
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-def test_resume_takes_a_folder_or_auto_and_extends_a_finished_run(data, tmp_path, _one_thread):
+def test_resume_takes_a_folder_or_auto_and_extends_a_finished_run(data, tmp_path, one_thread):
     from ssdcli.engine.trainer import TrainOptions, train
 
     first = train(_options(data, tmp_path, iters=4), report=lambda m: None)
@@ -310,7 +302,7 @@ def test_resume_takes_a_folder_or_auto_and_extends_a_finished_run(data, tmp_path
     assert any("starting a new one" in n for n in notes)
 
 
-def test_resume_refuses_options_that_cannot_change(data, tmp_path, _one_thread):
+def test_resume_refuses_options_that_cannot_change(data, tmp_path, one_thread):
     from typer.testing import CliRunner
 
     from ssdcli.cli.main import app
@@ -332,7 +324,7 @@ def _fragile_copy(tmp_path: Path) -> tuple[Path, list[Path]]:
     return tmp_path / "prepared", [Path(r.path) for r in load_prepared(tmp_path / "prepared").split("train")]
 
 
-def test_unreadable_images_are_replaced_deterministically_and_reported(tmp_path, _one_thread):
+def test_unreadable_images_are_replaced_deterministically_and_reported(tmp_path, one_thread):
     from ssdcli.engine.trainer import TrainOptions, train
     from ssdcli.errors import SsdError
 
@@ -357,7 +349,7 @@ def test_unreadable_images_are_replaced_deterministically_and_reported(tmp_path,
         train(_options(data, tmp_path, name="gone"), report=lambda m: None)
 
 
-def test_a_data_error_saves_first_then_stops_with_one_line(data, tmp_path, monkeypatch, _one_thread):
+def test_a_data_error_saves_first_then_stops_with_one_line(data, tmp_path, monkeypatch, one_thread):
     from ssdcli.data.replacement import ReplacingDataset
     from ssdcli.engine.sampler import ResumableBatchSampler
     from ssdcli.engine.trainer import train

@@ -19,6 +19,7 @@ from ssdcli.cli.options import in_range, interval, run_name_callback
 from ssdcli.cli.progress import reporting
 from ssdcli.engine.distributed import launch_torchrun
 from ssdcli.engine.recipes import RECIPE_FIELDS, resolve_recipe, start_kind
+from ssdcli.engine.train_options import metric_label
 from ssdcli.engine.trainer import TrainOptions, train
 from ssdcli.errors import SsdError
 from ssdcli.models.registry import available_models, recipe_for
@@ -155,7 +156,7 @@ def _print_recipe(options: TrainOptions) -> None:
 def _print_result(result) -> None:  # type: ignore[no-untyped-def]
     table = Table(title=f"training {result.stopped}", show_header=False)
     table.add_row("iterations", f"{result.iteration} / {result.total_iters}")
-    table.add_row("best val mAP@0.5", "-" if result.best_map is None else f"{result.best_map:.4f}")
+    table.add_row(f"best val {metric_label(result.val_metric)}", "-" if result.best_map is None else f"{result.best_map:.4f}")
     table.add_row("non-finite steps skipped", str(result.bad_steps))
     for f in ("last.pth", "best.pth", "metrics.jsonl", "metrics.csv", "tensorboard", "loss.png", "map.png",
               "options.json"):

@@ -13,6 +13,7 @@ from typing import Any
 
 import torch
 
+from ssdcli.engine.train_options import metric_label
 from ssdcli.io_utils import atomic_write, atomic_write_text
 from ssdcli.reporting import NullReporter
 
@@ -164,7 +165,7 @@ def plot_curves(rows: list[dict], out_dir: Path) -> list[Path]:
         fig, ax = plt.subplots(figsize=(7, 4), dpi=110)
         ax.plot([r["iter"] for r in val], [r["map"] for r in val], marker="o")
         ax.set_xlabel("iteration")
-        ax.set_ylabel(f"val mAP ({val[0].get('metric', '')})")
+        ax.set_ylabel(f"val {metric_label(val[0].get('metric', 'voc07'))}")
         ax.set_ylim(0, 1)
         ax.grid(alpha=0.3)
         fig.tight_layout()

@@ -5,10 +5,9 @@ from __future__ import annotations
 import math
 import os
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field, fields
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
 
 import torch
 from torch.utils.data import DataLoader
@@ -22,7 +21,7 @@ from ssdcli.engine import distributed as D
 from ssdcli.engine.ema import make_ema
 from ssdcli.engine.interrupts import StopRequests, exit_status, ignore_stop_signals, signal_name
 from ssdcli.engine.model_init import init_model
-from ssdcli.engine.optim import OPTIMIZERS, build_optimizer, set_lr
+from ssdcli.engine.optim import build_optimizer, set_lr
 from ssdcli.engine.recipes import RECIPE_FIELDS, plan_length, resolve_recipe, start_kind, warmup_iters
 from ssdcli.engine.resume import RESUME_AUTO, check_resume_changes, find_resume_checkpoint
 from ssdcli.engine.rng import capture_rng_state, restore_rng_state, seed_everything
@@ -31,119 +30,14 @@ from ssdcli.engine.sampler import ResumableBatchSampler, epoch_permutation
 from ssdcli.engine.schedule import LRSchedule
 from ssdcli.engine.time_budget import TimeBudget
 from ssdcli.engine.train_log import MetricsFiles, memory_mb, plot_curves
+from ssdcli.engine.train_options import TrainOptions, metric_label
 from ssdcli.engine.validation import Validator
 from ssdcli.errors import SsdError
 from ssdcli.io_utils import atomic_write_text
 from ssdcli.models.base import DetectorModel
 from ssdcli.models.recipe import Recipe
-from ssdcli.models.registry import available_models, recipe_for
+from ssdcli.models.registry import recipe_for
 from ssdcli.reporting import Fanout, NullReporter, Reporter, as_reporter
-
-AUGMENT_KINDS: tuple[str, ...] = ("fast", "reference")
-
-
-def option(default: Any, help: str, *, min: float | None = None, max: float | None = None,
-           choices: Sequence[str] | Callable[[], Sequence[str]] | None = None, flag: str | None = None,
-           kind: str | None = None) -> Any:  # fmt: skip
-    """A TrainOptions field that is also an ``ssd train`` flag (``flag`` default: ``--field-name``)."""
-    meta = {"help": help, "min": min, "max": max, "choices": choices, "flag": flag, "kind": kind}
-    return field(default=default, metadata={k: v for k, v in meta.items() if v is not None} | {"help": help})
-
-
-@dataclass
-class TrainOptions:
-    """Every training setting, declared once: ``ssd train``'s flags are generated from these fields' metadata
-    (help, range, choices; see :func:`option`), and :meth:`validate` checks the same ranges for API callers.
-
-    Settings left as None come from the architecture's recipe for how the run starts (scratch, ImageNet backbone or
-    detector weights; see :mod:`ssdcli.models.recipe`); the trainer replaces the Nones with the resolved values.
-    """
-
-    data: str = option("", "Prepared dataset folder (from `ssd prepare-voc`).", kind="path")
-    arch: str = option("ssd300", "Architecture (`ssd train --arch A --print-recipe` shows its recipe).", choices=available_models)
-    iters: int | None = option(None, "Training iterations (default: the recipe's epochs, or fitted to "
-                               "--time-limit).", min=1)  # fmt: skip
-    epochs: float | None = option(None, "Length in epochs, instead of --iters.", min=1e-6)
-    batch: int | None = option(None, "Images per step and process (default: the recipe's).", min=1)
-    lr: float | None = option(None, "Base learning rate (default: the recipe's, scaled to the global batch by "
-                              "its rule).", min=1e-12)  # fmt: skip
-    momentum: float | None = option(None, "SGD momentum / Adam beta1 (default: the recipe's).", min=0.0, max=0.9999)
-    weight_decay: float | None = option(None, "Weight decay of conv/linear weights (default: the recipe's).",
-                                        min=0.0, max=1.0)  # fmt: skip
-    bias_lr_factor: float | None = option(None, "Bias lr multiplier (Caffe SSD: 2; default: the recipe's).",
-                                          min=0.0, max=100.0)  # fmt: skip
-    optimizer: str | None = option(None, "Optimizer (default: the recipe's).", choices=OPTIMIZERS)
-    schedule: str | None = option(None, "lr schedule: step (x0.1 at the recipe's milestones) or cosine.",
-                                  choices=("step", "cosine"))  # fmt: skip
-    warmup_iters: int | None = option(None, "Linear warm-up iterations (default: the recipe's share of the run).",
-                                      min=0)  # fmt: skip
-    img_size: int | None = option(None, "Input size (default: the recipe's or the architecture's).", min=32,
-                                  max=4096)  # fmt: skip
-    workers: int | None = option(None, "DataLoader worker processes (default: 1 on CPU, min(8, CPUs) on CUDA).",
-                                 min=0, max=64)  # fmt: skip
-    seed: int = option(0, "Random seed (data order, augmentation, initialisation).", min=0)
-    amp: bool | None = option(None, "Mixed precision (default: on for CUDA).", flag="--amp/--no-amp")
-    channels_last: bool | None = option(None, "channels-last memory format (default: the recipe's).",
-                                        flag="--channels-last/--no-channels-last")  # fmt: skip
-    zoom_out: float | None = option(None, "SSD zoom-out limit; 1 turns it off (default: the recipe's).", min=1.0,
-                                    max=16.0)  # fmt: skip
-    ema: bool | None = option(None, "Keep, validate and save an EMA of the weights (default: the recipe's).",
-                              flag="--ema/--no-ema")  # fmt: skip
-    ema_decay: float | None = option(None, "EMA decay (default: the recipe's).", min=0.5, max=0.999999)
-    augment: str = option("fast", "fast (the model's own pipeline) or reference (SSD only: the torchvision v2 "
-                          "composition, slower).", choices=AUGMENT_KINDS)  # fmt: skip
-    compile: bool = option(False, "torch.compile the model.", flag="--compile")
-    grad_clip: float | None = option(None, "Clip the gradient norm to this value.", min=1e-12)
-    eval_every: int | None = option(None, "Validate every N iterations (default: 4 times per run).", min=1)
-    patience: int | None = option(None, "Stop after N validations without a better val mAP (default: never).",
-                                  min=1)  # fmt: skip
-    val_size: int | None = option(None, "Validate on a random subset of this many images.", min=1)
-    val_split: str = option("val", "Split that picks best.pth ('none': no validation; 'test' makes test figures "
-                            "optimistic).")  # fmt: skip
-    val_metric: str = option("voc07", "Validation metric.", choices=("voc07", "voc12"))
-    weights: str | None = option(None, "Fine-tune from a native checkpoint (selects the fine-tuning recipe).",
-                                 flag="--weights/-w", kind="path")  # fmt: skip
-    backbone_weights: str | None = option(None, "ImageNet backbone state dict file (torchvision format).",
-                                          kind="path")  # fmt: skip
-    pretrained_backbone: bool = option(False, "Fetch torchvision's ImageNet backbone (needs internet).",
-                                       flag="--pretrained-backbone")  # fmt: skip
-    project: str = option("runs/train", "Parent folder of run folders.")
-    name: str = option("exp", "Run name (auto-incremented if taken).")
-    time_limit: float | None = option(None, "Time budget, e.g. 15m or 1.5h: alone, the schedule is fitted to it.",
-                                      kind="duration")  # fmt: skip
-    save_every: float | None = option(None, "Also save last.pth this often, e.g. 10m (besides each validation).",
-                                      min=0.0, kind="duration")  # fmt: skip
-    log_every: int = option(20, "Write a metrics row every N iterations.", min=1)
-    device: str = option("auto", "auto (CUDA when available, else CPU), cpu, cuda or cuda:N.")
-    max_bad_steps: int = 5  # non-finite losses in a row before the run stops
-    stop_after: int | None = None  # end this process after N iterations, as if interrupted (tests, drills)
-    recipe: dict | None = None  # filled by the trainer: the recipe used and where each value came from
-
-    def validate(self) -> None:
-        """Check every declared range and choice (the CLI checks the same before parsing ends)."""
-        for f in fields(self):
-            meta, value = f.metadata, getattr(self, f.name)
-            if not meta or value is None:
-                continue
-            flag = "--" + f.name.replace("_", "-")
-            choices = meta.get("choices")
-            if choices is not None:
-                allowed = tuple(choices() if callable(choices) else choices)
-                if value not in allowed:
-                    raise SsdError(f"{flag} {value}: expected one of {', '.join(allowed)}")
-            lo, hi = meta.get("min"), meta.get("max")
-            if lo is not None or hi is not None:
-                if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-                    raise SsdError(f"{flag} {value!r}: expected a number")
-                if (lo is not None and value < lo) or (hi is not None and value > hi):
-                    bounds = " and ".join(x for x in (f">= {lo:g}" if lo is not None else "",
-                                                      f"<= {hi:g}" if hi is not None else "") if x)  # fmt: skip
-                    raise SsdError(f"{flag} {value:g}: expected a value {bounds}")
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "TrainOptions":
-        names = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in names})
 
 
 @dataclass
@@ -158,6 +52,7 @@ class TrainResult:
     history: list[dict] = field(default_factory=list)
     exit_code: int = 0  # 130 after SIGINT, 143 after SIGTERM (the run saved and can be resumed)
     unreadable: list[str] = field(default_factory=list)  # training images found unreadable and replaced
+    val_metric: str = "coco"  # what best_map / last_map measure
 
 
 class NonFiniteLoss(SsdError):
@@ -195,7 +90,7 @@ def train(
         options = TrainOptions.from_dict({**stored, "stop_after": None, **changed})  # stop_after: one process only
         if "epochs" in changed and "iters" not in changed:
             options.iters = None  # recomputed from the new --epochs
-    _check_options(options)
+    options.validate()
     device = resolve_device(options.device)
     dist = D.init_distributed(device)
     device = D.local_device(device, dist)
@@ -205,17 +100,6 @@ def train(
             return _Run(options, ckpt, str(path) if path else None, device, dist, reporter, changed).run(requests)
     finally:
         D.cleanup(dist)
-
-
-def _check_options(options: TrainOptions) -> None:
-    if options.iters is not None and options.iters <= 0:
-        raise SsdError(f"--iters must be positive (got {options.iters})")
-    if options.zoom_out is not None and not (math.isfinite(options.zoom_out) and 0 < options.zoom_out <= 16):
-        raise SsdError(f"--zoom-out {options.zoom_out}: expected a ratio in (0, 16] (1 turns zoom-out off)")
-    if options.augment not in AUGMENT_KINDS:
-        raise SsdError(f"--augment {options.augment}: expected one of {', '.join(AUGMENT_KINDS)}")
-    if options.save_every is not None and not (math.isfinite(options.save_every) and options.save_every >= 0):
-        raise SsdError(f"--save-every {options.save_every}: expected a duration like 10m")
 
 
 @dataclass
@@ -459,7 +343,7 @@ class _Run:
                      "give a larger --iters or --epochs with --resume to extend it")
             history = self.log.rows() if self.dist.is_main else []
             return TrainResult(self.run_dir, self.start_iter, self.total, self.best_map, self.last_map, "finished",
-                               self.bad_steps, history)
+                               self.bad_steps, history, val_metric=o.val_metric)  # fmt: skip
         if self.dist.is_main:
             atomic_write_text(self.run_dir / "options.json", _json(asdict(o)))
             if self.start_iter == 0:
@@ -513,8 +397,8 @@ class _Run:
                     stopped = "time-limit"
                     break
                 if self.early_stopped:
-                    self.say(f"early stop at iteration {it}: no better val mAP in {o.patience} validations; "
-                             f"best.pth (val mAP@0.5 {self.best_map:.4f}) is kept")  # fmt: skip
+                    self.say(f"early stop at iteration {it}: no better val {metric_label(o.val_metric)} in "
+                             f"{o.patience} validations; best.pth ({self.best_map:.4f}) is kept")  # fmt: skip
                     break
                 if o.stop_after is not None and it - self.start_iter >= o.stop_after and it < self.total:
                     self._save_last(it)
@@ -538,7 +422,7 @@ class _Run:
             self.say(f"{len(self.unreadable)} training images were unreadable and replaced in {self.replaced_samples} "
                      f"samples (e.g. {self.unreadable[0]}); see 'replaced_samples' in metrics.jsonl")
         return TrainResult(self.run_dir, it, self.total, self.best_map, self.last_map, stopped, self.bad_steps, history,
-                           exit_code=exit_code, unreadable=list(self.unreadable))
+                           exit_code=exit_code, unreadable=list(self.unreadable), val_metric=o.val_metric)
 
     def _next_batch(self, batches, it: int) -> tuple[torch.Tensor, list[torch.Tensor], list[torch.Tensor]]:
         """The next batch; a data error saves the run (at this step boundary) first, then stops with one line."""
@@ -656,7 +540,8 @@ class _Run:
             self.stale_validations = 0 if improved else self.stale_validations + 1
             self.early_stopped = bool(self.o.patience) and self.stale_validations >= self.o.patience  # type: ignore[operator]
             weights = " (EMA weights)" if self.ema is not None else ""
-            self.say(f"iteration {it}: val mAP@0.5 ({self.o.val_metric}){weights} {value:.4f} (best {self.best_map:.4f})")
+            self.say(f"iteration {it}: val {metric_label(self.o.val_metric)}{weights} {value:.4f} "
+                     f"(best {self.best_map:.4f})")  # fmt: skip
             self._save_last(it)
             if improved:
                 self._save("best.pth", it)
