@@ -18,11 +18,11 @@ from ssdcli.cli.console import console
 from ssdcli.cli.options import in_range, interval, run_name_callback
 from ssdcli.cli.progress import reporting
 from ssdcli.engine.distributed import launch_torchrun
-from ssdcli.engine.recipes import RECIPE_FIELDS, resolve_recipe, start_kind
+from ssdcli.engine.recipes import resolve_for
 from ssdcli.engine.train_options import metric_label
 from ssdcli.engine.trainer import TrainOptions, train
 from ssdcli.errors import SsdError
-from ssdcli.models.registry import available_models, recipe_for
+from ssdcli.models.registry import available_models
 
 _NEGATIVE = "no__"  # parameter-name prefix of the hidden --no-x flags
 # besides the TrainOptions fields
@@ -137,10 +137,9 @@ def _given(ctx: typer.Context, name: str) -> bool:
 
 def _print_recipe(options: TrainOptions) -> None:
     options.validate()
-    start = start_kind(options.weights, options.backbone_weights, options.pretrained_backbone)
-    recipe = recipe_for(options.arch, start)
-    resolved = resolve_recipe(recipe, start, {k: getattr(options, k) for k in RECIPE_FIELDS})
-    table = Table(title=f"{options.arch}: recipe {recipe.name} (start: {start})", title_justify="left")
+    resolved = resolve_for(options)
+    recipe = resolved.recipe
+    table = Table(title=f"{options.arch}: recipe {recipe.name} (start: {resolved.start})", title_justify="left")
     for col in ("setting", "value", "from"):
         table.add_column(col, overflow="fold")
     for row in resolved.rows():

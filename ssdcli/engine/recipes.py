@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ssdcli.models.recipe import Recipe
+from ssdcli.models.registry import recipe_for
 
 # TrainOptions field -> Recipe field, for every setting a recipe provides a default for
 RECIPE_FIELDS: dict[str, str] = {
@@ -88,6 +89,22 @@ def resolve_recipe(recipe: Recipe, start: str, given: dict[str, Any], world: int
             origins["lr"] = (f"recipe {recipe.name}: {recipe.lr:g} at batch {recipe.batch}, scaled "
                              f"{recipe.lr_scaling}ly to global batch {global_batch}")  # fmt: skip
     return ResolvedRecipe(recipe, start, values, origins)
+
+
+def resolve_for(options: Any, world: int = 1) -> ResolvedRecipe:
+    """The recipe ``options`` (a TrainOptions) select by architecture and start, resolved against its flags."""
+    start = start_kind(options.weights, options.backbone_weights, options.pretrained_backbone)
+    recipe = recipe_for(options.arch, start)
+    return resolve_recipe(recipe, start, {k: getattr(options, k) for k in RECIPE_FIELDS}, world)
+
+
+def recipe_text(recipe: dict) -> str:
+    """A resolved recipe as stored in ``TrainOptions.recipe``, as an aligned text table, one setting a line."""
+    lines = [f"recipe {recipe['recipe']['name']} (start: {recipe['start']}); setting, value, from:"]
+    width = max(len(k) for k in recipe["values"])
+    for k, v in recipe["values"].items():
+        lines.append(f"  {k:<{width}}  {_fmt(v):<10}  {recipe['origins'].get(k, '')}")
+    return "\n".join(lines)
 
 
 def warmup_iters(recipe: Recipe, total_iters: int) -> int:

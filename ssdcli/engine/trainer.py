@@ -22,7 +22,7 @@ from ssdcli.engine.ema import make_ema
 from ssdcli.engine.interrupts import StopRequests, exit_status, ignore_stop_signals, signal_name
 from ssdcli.engine.model_init import init_model
 from ssdcli.engine.optim import build_optimizer, set_lr
-from ssdcli.engine.recipes import RECIPE_FIELDS, plan_length, resolve_recipe, start_kind, warmup_iters
+from ssdcli.engine.recipes import plan_length, recipe_text, resolve_for, warmup_iters
 from ssdcli.engine.resume import RESUME_AUTO, check_resume_changes, find_resume_checkpoint
 from ssdcli.engine.rng import capture_rng_state, restore_rng_state, seed_everything
 from ssdcli.engine.runs import new_run_dir
@@ -36,7 +36,6 @@ from ssdcli.errors import SsdError
 from ssdcli.io_utils import atomic_write_text
 from ssdcli.models.base import DetectorModel
 from ssdcli.models.recipe import Recipe
-from ssdcli.models.registry import recipe_for
 from ssdcli.reporting import Fanout, NullReporter, Reporter, as_reporter
 
 
@@ -259,15 +258,12 @@ class _Run:
     def _resolve_recipe(self) -> None:
         """Fill the options left unset from the architecture's recipe; keep the recipe and origins in options."""
         o = self.o
-        start = start_kind(o.weights, o.backbone_weights, o.pretrained_backbone)
-        recipe = recipe_for(o.arch, start)
-        resolved = resolve_recipe(recipe, start, {k: getattr(o, k) for k in RECIPE_FIELDS}, self.dist.world)
+        resolved = resolve_for(o, self.dist.world)
         for k, v in resolved.values.items():
             setattr(o, k, v)
-        o.recipe = {**resolved.to_dict(), "recipe": recipe.to_dict()}
-        self.resolved = resolved
-        if recipe.warning and not o.weights:
-            self.say(f"warning: {o.arch} {recipe.warning}")
+        o.recipe = {**resolved.to_dict(), "recipe": resolved.recipe.to_dict()}
+        if resolved.recipe.warning and not o.weights:
+            self.say(f"warning: {o.arch} {resolved.recipe.warning}")
 
     def _schedule(self, total: int) -> LRSchedule:
         warmup = self.o.warmup_iters if self.o.warmup_iters is not None else warmup_iters(self.recipe, total)
@@ -567,16 +563,6 @@ class _Run:
 
 _OPEN_END = 2**62  # sampler end for a length fitted to the time (the loop stops at the fitted total)
 _REFIT_EVERY = 25  # iterations between two fits of the length to the time left
-
-
-def recipe_text(recipe: dict) -> str:
-    """The resolved recipe (``TrainOptions.recipe``) as an aligned text table, one setting a line."""
-    lines = [f"recipe {recipe['recipe']['name']} (start: {recipe['start']}); setting, value, from:"]
-    width = max(len(k) for k in recipe["values"])
-    for k, v in recipe["values"].items():
-        value = f"{v:g}" if isinstance(v, float) else ("-" if v is None else str(v))
-        lines.append(f"  {k:<{width}}  {value:<10}  {recipe['origins'].get(k, '')}")
-    return "\n".join(lines)
 
 
 def _duration(seconds: float) -> str:
