@@ -158,7 +158,7 @@ def main() -> None:
         runs = [loader_rate(dataset, w, 16, 2) for _ in range(max(1, args.repeats // 2))]
         wall, cpu = statistics.median(r[0] for r in runs), statistics.median(r[1] for r in runs)
         rows.append((f"fast path + decoding, DataLoader, {w} worker{'s' if w > 1 else ''}: total", wall, None))
-        rows.append((f"  per worker (CPU: images per worker-CPU-second)", wall / w, cpu))
+        rows.append(("  per worker (CPU: images per worker-CPU-second)", wall / w, cpu))
 
     table = Table(title=f"SSD training augmentation, {args.size}x{args.size}, images/s (higher is better)")
     table.add_column("pipeline", no_wrap=True)

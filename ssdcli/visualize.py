@@ -153,3 +153,53 @@ def draw_prediction(image: Image.Image, prediction: Prediction, show_labels: boo
         original_size=(prediction.width, prediction.height),
         show_labels=show_labels,
     )
+
+
+def draw_ground_truth(
+    image: Image.Image,
+    boxes: np.ndarray,
+    labels: Sequence[int] | np.ndarray,
+    names: Sequence[str],
+    difficult: Sequence[bool] | np.ndarray | None = None,
+    original_size: tuple[int, int] | None = None,
+    show_labels: bool = True,
+) -> Image.Image:
+    """Draw ground-truth boxes in place, the way :func:`draw_boxes` draws detections (same colours, line width,
+    tags) with the class name alone in the tag. Difficult / crowd objects (``difficult``) get a dashed outline and
+    a ``"name (difficult)"`` tag, and are drawn first (under the others). ``names``: one name per box."""
+    if image.mode != "RGB":
+        raise ValueError(f"draw_ground_truth needs an RGB image, got mode {image.mode}")
+    k = len(labels)
+    if k == 0:
+        return image
+    hard = np.zeros(k, bool) if difficult is None else np.asarray(difficult, bool).reshape(-1)
+    rects = box_pixels(boxes, original_size or image.size, image.size)
+    order = np.argsort(~hard, kind="stable")  # difficult ones first
+    line_width, font_size = style_for(*image.size)
+    draw = ImageDraw.Draw(image)
+    for i in order:
+        if hard[i]:
+            _dashed_rectangle(draw, rects[i], class_color(labels[i]), line_width, dash=max(3, 3 * line_width))
+        else:
+            draw.rectangle(rects[i].tolist(), outline=class_color(labels[i]), width=line_width)
+    if show_labels:
+        font = load_font(font_size)
+        for i in order:
+            text = f"{names[i]} (difficult)" if hard[i] else str(names[i])
+            _draw_tag(draw, font, rects[i], text, class_color(labels[i]), image.size)
+    return image
+
+
+def _dashed_rectangle(draw: ImageDraw.ImageDraw, rect: np.ndarray, color: tuple[int, int, int], width: int,
+                      dash: int) -> None:  # fmt: skip
+    """A rectangle outline of ``dash``-pixel dashes and gaps, ``width`` pixels thick, growing inwards (as Pillow's)."""
+    x1, y1, x2, y2 = (int(v) for v in rect)
+    w = max(1, min(width, (x2 - x1 + 1 + 1) // 2, (y2 - y1 + 1 + 1) // 2))
+    for x in range(x1, x2 + 1, 2 * dash):
+        end = min(x + dash - 1, x2)
+        draw.rectangle([x, y1, end, y1 + w - 1], fill=color)
+        draw.rectangle([x, y2 - w + 1, end, y2], fill=color)
+    for y in range(y1, y2 + 1, 2 * dash):
+        end = min(y + dash - 1, y2)
+        draw.rectangle([x1, y, x1 + w - 1, end], fill=color)
+        draw.rectangle([x2 - w + 1, y, x2, end], fill=color)

@@ -24,7 +24,6 @@ from ssdcli.checkpoint import load_checkpoint, load_model
 from ssdcli.cli.main import app
 from ssdcli.convert import convert_file, convert_state_dict, load_backbone_state, load_backbone_weights
 from ssdcli.convert import amdegroot as amdegroot_mod
-from ssdcli.convert import torchvision_ssd
 from ssdcli.convert.backbones import decimate_fc6, decimate_fc7, identify_backbone
 from ssdcli.convert.classes import VOC_CLASSES, coco_category_slots, resolve_class_names
 from ssdcli.convert.common import read_state_dict

@@ -167,9 +167,8 @@ def test_input_errors_are_one_line(tmp_path: Path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(SsdError, match="no Annotations"):
         prepare_voc(tmp_path / "empty", None)
-    add(tmp_path / "nosplit", "a", ann(obj("dog", (1, 1, 5, 5))))
-    with pytest.raises(SsdError, match="no split files"):
-        prepare_voc(tmp_path / "nosplit", None)
+    add(tmp_path / "nosplit", "a", ann(obj("dog", (1, 1, 5, 5))))  # no split files: split, not refused
+    assert list(prepare_voc(tmp_path / "nosplit", None).splits) == ["train"]
     with pytest.raises(SsdError, match="--train-sets"):
         prepare_voc(clean_folder(tmp_path / "c"), None, train_sets="missing")
 

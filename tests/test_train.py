@@ -110,7 +110,7 @@ def test_fine_tune_with_other_classes_reinitialises_heads(tiny_data, tmp_path):
     save_checkpoint(tmp_path / "src.pth", src)
     notes: list[str] = []
     result = train(_options(tiny_data, tmp_path, iters=1, weights=str(tmp_path / "src.pth")), report=notes.append)
-    assert any("re-initialised" in n for n in notes)
+    assert any("0 of 4 classes keep trained rows, 4 start fresh" in n for n in notes)
     ckpt = load_checkpoint(result.run_dir / "last.pth")
     assert ckpt.config.class_names == list(SAMPLE_CLASSES)
     assert ckpt.config.num_classes == len(SAMPLE_CLASSES) + 1

@@ -51,6 +51,8 @@ class Engine(str, enum.Enum):
     compile = "compile"
     onnx = "onnx"
     tensorrt = "tensorrt"
+    int8 = "int8"
+    bf16 = "bf16"
 
 
 def _batch_list(value: str) -> str:
@@ -69,7 +71,8 @@ def command(
         "--batch", callback=_batch_list, help="Comma-separated batch sizes (each >= 1).")] = "1,8,32",
     engines: Annotated[str, typer.Option(
         "--engines", callback=comma_choices(Engine, "engine"),
-        help="Comma-separated: torch, compile, onnx, tensorrt.")] = "torch,compile,onnx,tensorrt",
+        help="Comma-separated: torch, compile, onnx, tensorrt, int8 (ONNX int8: an int8 .onnx, or the .pth "
+        "quantized on --calib-data), bf16 (PyTorch bfloat16 autocast on CPU).")] = "torch,compile,onnx,tensorrt",
     device: DeviceOption = "auto",
     half: Annotated[bool, typer.Option("--half", help="float16 (CUDA only).")] = False,
     iters: Annotated[int, ranged_option(
@@ -90,6 +93,9 @@ def command(
         "--images", help="Image file or folder to time on (default: synthetic JPEGs).")] = None,
     train: Annotated[bool, typer.Option(
         "--train", help="Also measure training-step throughput at each batch size.")] = False,
+    calib_data: Annotated[Optional[Path], typer.Option(
+        "--calib-data", help="Prepared dataset whose train split calibrates the int8 engine (default: --data).",
+    )] = None,
 ) -> None:
     """Latency, throughput and where the time goes, per engine and batch size (plus FLOPs vs hardware peak)."""
     from ssdcli.deploy.benchmark import run_benchmark
@@ -106,7 +112,7 @@ def command(
         report = run_benchmark(
             weights, batches=_ints(batch, "--batch"), engines=engines.split(","), device=device, half=half,
             warmup=warmup, iters=iters, accuracy_data=data, train=train, images=images, split=split,
-            postprocess=pp, reporter=reporter,
+            postprocess=pp, calib_data=calib_data, reporter=reporter,
         )
     _print_report(report)
     if json_path is not None:
@@ -123,6 +129,11 @@ def _print_report(report) -> None:
         f"({peak['dtype']}, n={peak['size']}) | torch {env['versions']['torch']}, "
         f"onnxruntime {env['versions']['onnxruntime']}"
     )
+    features = env.get("cpu_features", {})
+    if env["device"] == "cpu" and features:
+        have = ", ".join(features["flags"].values()) if features["known"] else "unknown (no /proc/cpuinfo)"
+        console.print(f"CPU features for int8/bf16 kernels: {escape(have or 'none')}; PyTorch CPU kernels: "
+                      f"{escape(str(features['torch_cpu_capability']))}")
     show_map = any(r.map is not None for r in report.rows)
     table = Table(title="benchmark (ms per batch, medians)", box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True)
     cols = ["engine", "batch", "p50", "p90", "img/s", "pre", "forward", "post", "vs peak", "e2e/fwd"] + (

@@ -24,7 +24,8 @@ class SourceFormat(str, enum.Enum):
 FromOption = Annotated[
     SourceFormat,
     typer.Option("--from", case_sensitive=False, metavar="<format>",
-                 help="Where the weights come from: amdegroot (ssd.pytorch SSD300), torchvision (ssd300_vgg16), "
+                 help="Where the weights come from: amdegroot (ssd.pytorch SSD300), torchvision (ssd300_vgg16 or "
+                 "ssdlite320_mobilenet_v3_large), "
                  "or auto (recognise them)."),
 ]
 ClassesOption = Annotated[

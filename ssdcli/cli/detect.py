@@ -14,25 +14,30 @@ from ssdcli.cli.options import (
     BatchOption,
     ConfOption,
     DeviceOption,
+    FlipTestOption,
     ForceOption,
     IouOption,
     MaxDetOption,
     NameOption,
     OldNmsOption,
     OldScoreOption,
+    PretrainedWeightsOption,
     ProjectOption,
-    WeightsOption,
+    TestScalesOption,
     given,
+    parse_test_scales,
     postprocess_config,
     ranged_option,
     renamed,
 )
 from ssdcli.cli.progress import reporting
+from ssdcli.engine.interrupts import signal_name
 from ssdcli.engine.runs import check_run_name, next_run_dir
 from ssdcli.io_utils import check_output
 
 if TYPE_CHECKING:
     from ssdcli.engine.detect import DetectSummary
+    from ssdcli.engine.detect_video import VideoRun
 
 
 ShowConfOption = Annotated[
@@ -44,8 +49,9 @@ ShowConfOption = Annotated[
 
 def command(
     inputs: Annotated[list[str], typer.Argument(
-        help="Image files, folders or glob patterns (quote them: 'imgs/*.png').", show_default=False)],
-    weights: WeightsOption,
+        help="Image or video files, folders, glob patterns (quote them: 'imgs/*.png'), camera indices (0) or "
+        "stream URLs (rtsp://, http(s)://).", show_default=False)],
+    weights: PretrainedWeightsOption,
     out: Annotated[Optional[Path], typer.Option(
         "--out", "-o", help="Folder for the pictures (default: a new PROJECT/NAME folder unless only --json is "
         "asked for; never an input folder).")] = None,
@@ -58,7 +64,8 @@ def command(
     classes: Annotated[Optional[str], typer.Option(
         help="Keep only these classes (comma-separated names); also applies to --json.")] = None,
     batch: BatchOption = 8,
-    half: Annotated[bool, typer.Option("--half", help="float16 inference (CUDA, PyTorch checkpoints only).")] = False,
+    half: Annotated[bool, typer.Option("--half", help="float16 on CUDA, bfloat16 autocast on CPUs with native bf16 "
+                                        "(PyTorch checkpoints only).")] = False,
     recursive: Annotated[bool, typer.Option(
         "--recursive", "-r", help="Include images in subfolders of input folders.")] = False,
     json_path: Annotated[Optional[Path], typer.Option(
@@ -68,28 +75,38 @@ def command(
     ] = False,
     force: ForceOption = False,
     device: DeviceOption = "auto",
+    flip_test: FlipTestOption = False,
+    test_scales: TestScalesOption = None,
     old_score: OldScoreOption = None,
     old_nms: OldNmsOption = None,
+    vid_stride: Annotated[int, ranged_option(
+        "--vid-stride", help="Videos and streams: detect on every Nth frame (the video is written at fps/N).", lo=1)
+    ] = 1,
 ) -> None:
-    """Detect objects in images; boxes are in original-image pixels (VOC convention, 1-based inclusive)."""
+    """Detect objects in images, videos and streams; boxes are in original-image pixels (VOC convention, 1-based
+    inclusive). Videos: OUT/NAME.mp4 (annotated) + OUT/NAME.jsonl (per-frame detections)."""
+    from ssdcli.convert.pretrained import resolve_weights
     from ssdcli.device import resolve_device
     from ssdcli.inference import Detector
 
     postprocess = postprocess_config(renamed("conf", "old_score"), renamed("iou", "old_nms"), max_det)
     shown = _drawing_threshold(postprocess.score_threshold, show_conf, json_path)
     check_run_name(name)
+    weights = resolve_weights(weights, lambda line: console.print(escape(line), soft_wrap=True))  # coco-<arch>
     if json_path is not None:
         check_output(json_path, "--json", force=force, inputs=[weights])
     dev = resolve_device(device)
-    if half and dev.type != "cuda":
-        warn("--half: ignored on CPU (float16 is used on CUDA only)")
-    detector = Detector.from_checkpoint(weights, dev, postprocess, half=half)
+    detector = Detector.from_checkpoint(weights, dev, postprocess, half=half, flip_test=flip_test,
+                                        test_scales=parse_test_scales(test_scales))
     wanted = [c.strip() for c in classes.split(",") if c.strip()] if classes else None
     if out is None and (json_path is None or given("project") or given("name")):
         out = next_run_dir(project, name)  # like `ssd train`: runs/detect/exp, exp2, ... (created by run_detect)
     summary = _run(detector, inputs, out, recursive=recursive, batch_size=batch, conf=shown, classes=wanted,
-                   max_det=max_det, json_path=json_path, save_txt=save_txt, force=force, protected=[weights])
+                   max_det=max_det, json_path=json_path, save_txt=save_txt, force=force, protected=[weights],
+                   vid_stride=vid_stride)
     _print_summary(summary, shown, postprocess.score_threshold, out, json_path, save_txt)
+    if summary.videos is not None and summary.videos.stopped_by is not None:
+        raise typer.Exit(code=128 + summary.videos.stopped_by)  # 130 after Ctrl-C, like `ssd train`
 
 
 def _drawing_threshold(conf: float, show_conf: float | None, json_path: Path | None) -> float:
@@ -116,20 +133,37 @@ def _run(detector, inputs: list[str], out: Path | None, **kwargs) -> DetectSumma
 def _print_summary(summary: DetectSummary, shown: float, score: float, out: Path | None, json_path: Path | None,
                    save_txt: bool) -> None:
     table = Table(title="detect", show_header=False)
-    table.add_row("images processed", str(summary.processed))
-    table.add_row("skipped (unreadable)", str(len(summary.skipped)))
+    images = summary.videos is None or summary.processed or summary.skipped  # image rows: not for videos alone
+    if images:
+        table.add_row("images processed", str(summary.processed))
+        table.add_row("skipped (unreadable)", str(len(summary.skipped)))
     if summary.ignored:
         table.add_row("ignored (not an image name)", str(summary.ignored))
     if summary.downscaled:
         table.add_row("pictures downscaled for drawing", str(summary.downscaled))
-    table.add_row("speed", f"{summary.images_per_s:.1f} img/s ({summary.seconds:.1f} s)")
+    if images:
+        table.add_row("speed", f"{summary.images_per_s:.1f} img/s ({summary.seconds:.1f} s)")
+    if summary.videos is not None:
+        _video_rows(table, summary.videos)
     counted = {k: v for k, v in summary.per_class.items() if v}
     if not counted:
         table.add_row(f"detections >= {shown:g}", "none")
     for name, count in counted.items():
         table.add_row(f"detections >= {shown:g}: {escape(name)}", str(count))
-    if out is not None:
+    if out is not None and images:
         table.add_row("pictures" + (" + txt" if save_txt else ""), escape(str(out)))
     if json_path is not None:
         table.add_row(f"json ({summary.json_detections} detections >= {score:g})", escape(str(json_path)))
     console.print(table)
+
+
+def _video_rows(table: Table, run: VideoRun) -> None:
+    table.add_row("video frames processed", str(run.frames))
+    for r in run.results:
+        note = f" (ended early: {r.problem})" if r.problem else ""
+        table.add_row(f"video {escape(r.source)}", f"{r.frames} frames, {r.frames_per_s:.1f} frame/s -> "
+                      f"{escape(str(r.video))} + .jsonl{escape(note)}")
+    if run.skipped:
+        table.add_row("videos/streams skipped (cannot open)", str(len(run.skipped)))
+    if run.stopped_by is not None:
+        table.add_row("stopped by", signal_name(run.stopped_by))

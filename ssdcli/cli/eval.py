@@ -17,6 +17,7 @@ from ssdcli.cli.options import (
     BatchOption,
     ConfOption,
     DeviceOption,
+    FlipTestOption,
     ForceOption,
     IouOption,
     MaxDetOption,
@@ -24,9 +25,12 @@ from ssdcli.cli.options import (
     OldScoreOption,
     OldTopKOption,
     OptionalWeightsOption,
+    TestScalesOption,
     WorkersOption,
     comma_choices,
+    parse_test_scales,
     postprocess_config,
+    ranged_option,
     renamed,
 )
 from ssdcli.cli.progress import reporting
@@ -49,7 +53,8 @@ MetricOption = Annotated[
     str,
     typer.Option(
         "--metric", callback=comma_choices(Metric, "metric"),
-        help="Comma-separated, first is primary: voc07 (11-point), voc12 (all-points), coco.",
+        help="Comma-separated, first is primary: voc07 (11-point), voc12 (all-points), coco (AP@[.5:.95] and "
+             "AP75, which show loose boxes).",
     ),
 ]
 
@@ -61,7 +66,7 @@ def command(
     detections: Annotated[Optional[Path], typer.Option(
         "--detections", help="Score this detection JSON file (`ssd detect --json`) instead of a model.")] = None,
     split: Annotated[str, typer.Option(help="Split of the prepared dataset.")] = "test",
-    metric: MetricOption = "voc07",
+    metric: MetricOption = "voc07,coco",
     conf: ConfOption = 0.01,
     iou: IouOption = 0.45,
     max_det: MaxDetOption = 200,
@@ -69,8 +74,13 @@ def command(
     workers: WorkersOption = 0,
     json_path: Annotated[Optional[Path], typer.Option("--json", help="Write every number to this JSON file.")] = None,
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Folder for precision-recall plots (PNG).")] = None,
+    matrix_conf: Annotated[float, ranged_option(
+        "--matrix-conf", help="Score threshold of the confusion matrix (IoU 0.5; --out picture, --json).",
+        lo=0.0, hi=1.0)] = 0.25,
     force: ForceOption = False,
     device: DeviceOption = "auto",
+    flip_test: FlipTestOption = False,
+    test_scales: TestScalesOption = None,
     old_score: OldScoreOption = None,
     old_nms: OldNmsOption = None,
     old_top_k: OldTopKOption = None,
@@ -85,8 +95,11 @@ def command(
     if (weights is None) == (detections is None):
         raise SsdError("--weights/--detections: give exactly one (a model to run, or a detection file to score)")
     _check_outputs(json_path, out, metrics, force, inputs=[weights, detections], data=data)
-    dets, source, settings, records, classes = _detections(data, split, weights, detections, pp, device, batch, workers)
-    _report(dets, records, classes, metrics, source, settings, json_path, out)
+    if detections is not None and (flip_test or test_scales):
+        raise SsdError("--flip-test/--test-scales: they change how a model runs; --detections scores a file")
+    dets, source, settings, records, classes = _detections(data, split, weights, detections, pp, device, batch, workers,
+                                                           flip_test, parse_test_scales(test_scales))
+    _report(dets, records, classes, metrics, source, settings, json_path, out, matrix_conf)
 
 
 def _check_outputs(json_path: Path | None, out: Path | None, metrics: tuple[str, ...], force: bool,
@@ -99,9 +112,10 @@ def _check_outputs(json_path: Path | None, out: Path | None, metrics: tuple[str,
             raise SsdError(f"--out {out}: is a file; give a folder for the plots")
         for m in metrics:
             check_output(out / f"pr_{m}.png", "--out", force=force, inputs=inputs, input_folders=[data])
+        check_output(out / "confusion_matrix.png", "--out", force=force, inputs=inputs, input_folders=[data])
 
 
-def _detections(data, split, weights, detections, pp, device, batch, workers):
+def _detections(data, split, weights, detections, pp, device, batch, workers, flip_test=False, test_scales=None):
     """Load the split, then run the model on it or read the detection file."""
     from ssdcli.data.records import load_prepared
     from ssdcli.detections_io import read_detections
@@ -119,37 +133,44 @@ def _detections(data, split, weights, detections, pp, device, batch, workers):
         return dets, str(detections), {}, records, ds.classes
     from ssdcli.device import resolve_device
 
-    detector = load_detector(weights, resolve_device(device), pp)
+    detector = load_detector(weights, resolve_device(device), pp, flip_test=flip_test, test_scales=test_scales)
     check_class_names(detector.class_names, ds.classes, weights, str(data))
     settings = detector_settings(detector)
     console.print(
         f"[bold]Detector[/]: {escape(weights)} ({settings['arch']}, {settings['image_size']}x{settings['image_size']}, "
         f"{settings['backend']} on {settings['device']}): score >= {pp.score_threshold:g}, NMS IoU "
         f"{pp.nms_threshold:g}, top {pp.top_k} per image (pre-NMS top {pp.pre_nms_top_k} per class)"
+        + (", flip test" if settings["flip_test"] else "")
+        + (f", scales {','.join(f'{s:g}' for s in settings['test_scales'])}" if settings["test_scales"] else "")
     )
     with reporting() as reporter:
         dets = run_detector(detector, records, batch_size=batch, workers=workers, reporter=reporter)
     return dets, "model detections", settings, records, ds.classes
 
 
-def _report(dets, records, classes, metrics, source, settings, json_path, out) -> None:
+def _report(dets, records, classes, metrics, source, settings, json_path, out, matrix_conf: float = 0.25) -> None:
     """Score the detections, print the protocols, warnings and tables, write the JSON and the plots."""
-    from ssdcli.engine.evaluator import METRIC_PROTOCOLS, evaluate_detections, write_pr_plots
+    from ssdcli.engine.evaluator import METRIC_PROTOCOLS, evaluate_detections, write_confusion_plot, write_pr_plots
     from ssdcli.io_utils import atomic_write_text
 
-    report = evaluate_detections(dets, records, classes, metrics, source=source)
+    report = evaluate_detections(dets, records, classes, metrics, source=source, confusion_score=matrix_conf)
     report.settings = settings
     for m in metrics:
         console.print(f"[bold]Protocol {m}[/]: {METRIC_PROTOCOLS[m]}")
     for w in report.warnings:
         warn(escape(w))
     _print_table(report)
+    cm = report.confusion
+    console.print(f"[bold]Confusion matrix[/] (IoU >= {cm.iou_threshold:g}, score >= {cm.score_threshold:g}): "
+                  f"{cm.correct} correct, {cm.confused} wrong class, {cm.missed} missed, "
+                  f"{cm.false_positives} false positives, {cm.ignored} on difficult objects ignored")
     if json_path is not None:
         atomic_write_text(json_path, json.dumps(report.to_dict(), indent=1) + "\n")
         console.print(f"results: {escape(str(json_path))}")
     if out is not None:
         for p in write_pr_plots(report, out):
             console.print(f"PR curves: {escape(str(p))}")
+        console.print(f"confusion matrix: {escape(str(write_confusion_plot(report, out)))}")
 
 
 def _print_table(report) -> None:

@@ -9,7 +9,18 @@ import typer
 from rich.markup import escape
 from typer.core import TyperGroup
 
-from ssdcli.cli import benchmark, convert, detect, export_onnx, prepare_voc, quickstart, train
+from ssdcli.cli import (
+    benchmark,
+    convert,
+    detect,
+    export_onnx,
+    prepare_coco,
+    prepare_voc,
+    prepare_yolo,
+    quickstart,
+    show_data,
+    train,
+)
 from ssdcli.cli import eval as eval_cmd
 from ssdcli.cli.console import error
 from ssdcli.cli.guard import guarded
@@ -68,9 +79,12 @@ app = typer.Typer(
 
 COMMANDS = [
     ("prepare-voc", prepare_voc.command, "Validate a VOC-format dataset and write a prepared index."),
+    ("prepare-coco", prepare_coco.command, "Validate COCO instance JSON data and write a prepared index."),
+    ("prepare-yolo", prepare_yolo.command, "Validate a YOLO dataset (data.yaml) and write a prepared index."),
     ("train", train.command, "Train a detector on a prepared dataset (resumable, AMP, multi-GPU)."),
     ("eval", eval_cmd.command, "Evaluate a checkpoint, ONNX model or detection file (VOC07/VOC12/COCO)."),
     ("detect", detect.command, "Run a model on images and folders; draw and export detections."),
+    ("show-data", show_data.command, "Draw the ground-truth boxes of a prepared split on its images."),
     ("export-onnx", export_onnx.command, "Export a checkpoint to ONNX (optionally with NMS in the graph)."),
     ("benchmark", benchmark.command, "Measure latency/throughput of torch, compiled and ONNX Runtime engines."),
     ("quickstart", quickstart.command, "Run the whole path on built-in sample data, no downloads."),

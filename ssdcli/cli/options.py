@@ -128,6 +128,11 @@ DeviceOption = Annotated[
 _WEIGHTS_HELP = "Model: a native checkpoint (.pth) or an exported model (.onnx)."
 WeightsOption = Annotated[str, typer.Option("--weights", "-w", help=_WEIGHTS_HELP, show_default=False)]
 OptionalWeightsOption = Annotated[Optional[str], typer.Option("--weights", "-w", help=_WEIGHTS_HELP)]
+_COCO_HELP = (" Or coco-ssd300 / coco-ssdlite320: torchvision's COCO model, downloaded once through torch.hub "
+              "(offline: the error names the file and its folder), converted and cached.")
+PretrainedWeightsOption = Annotated[
+    str, typer.Option("--weights", "-w", help=_WEIGHTS_HELP + _COCO_HELP, show_default=False)
+]
 
 ForceOption = Annotated[
     bool,
@@ -185,6 +190,34 @@ OldNmsIouOption = Annotated[Optional[float], ranged_option("--nms-iou", help="Ol
 OldTopKOption = Annotated[Optional[int], ranged_option("--top-k", help="Old name of --max-det.", hidden=True, lo=1)]
 OldOutputOption = Annotated[Optional[Path], typer.Option("--output", help="Old name of --out.", hidden=True)]
 OldDirOption = Annotated[Optional[Path], typer.Option("--dir", help="Old name of --out.", hidden=True)]
+
+
+MAX_TEST_SCALE = 4.0
+
+
+def _test_scales(value: str | None) -> str | None:
+    """Parse-time check of ``--test-scales``: comma-separated numbers in (0, 4]."""
+    if value is None:
+        return value
+    try:
+        scales = [float(p) for p in value.split(",") if p.strip()]
+    except ValueError:
+        raise OptionValueError(f"{value!r}: expected comma-separated numbers, e.g. 0.5,0.75,1,1.25,1.5") from None
+    if not scales or any(not (0 < s <= MAX_TEST_SCALE) for s in scales):
+        raise OptionValueError(f"{value!r}: every scale must lie in {interval(0, MAX_TEST_SCALE, lo_open=True)}")
+    return ",".join(f"{s:g}" for s in scales)
+
+
+def parse_test_scales(value: str | None) -> tuple[float, ...] | None:
+    """The scales of a checked ``--test-scales`` value (None when not given)."""
+    return tuple(float(p) for p in value.split(",")) if value else None
+
+
+FlipTestOption = Annotated[bool, typer.Option(
+    "--flip-test", help="Test-time flip: also run the mirror image and average the heatmaps (CenterNet, .pth).")]
+TestScalesOption = Annotated[Optional[str], typer.Option(
+    "--test-scales", callback=_test_scales, help="Multi-scale testing, e.g. 0.5,0.75,1,1.25,1.5 (x the input "
+    "size, rounded to 32): detections of all scales merged by NMS at --iou (CenterNet, .pth).")]
 
 
 def postprocess_config(conf: float, iou: float, max_det: int, pre_nms_top_k: int | None = None) -> Any:

@@ -3,39 +3,44 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
-from rich.markup import escape
-from rich.table import Table
 
-from ssdcli.cli.console import console
-from ssdcli.cli.options import ranged_option
-from ssdcli.cli.progress import reporting
-from ssdcli.data.class_names import read_class_file
-from ssdcli.data.prepare import PrepareFailure, PrepareReport, prepare_voc
-from ssdcli.errors import SsdError
+from ssdcli.cli.prepare_common import (
+    ClassesFileOption,
+    ForceOption,
+    OutOption,
+    SplitOption,
+    SplitSeedOption,
+    StrictOption,
+    ValFractionOption,
+    VerifyImagesOption,
+    WorkersOption,
+    class_spec,
+    print_report,
+    run_prepare,
+)  # fmt: skip
+from ssdcli.data.prepare import prepare_voc
+
+__all__ = ["command", "print_report"]
 
 
 def command(
     root: Annotated[
         Path, typer.Argument(help="A VOCdevkit folder (VOC2007/, VOC2012/ inside) or one VOC-style folder.")
     ],
-    out: Annotated[
-        Optional[Path], typer.Option("--out", "-o", help="Output folder (default: ./prepared/ROOT-NAME).")
-    ] = None,
+    out: OutOption = None,
     classes: Annotated[
-        Optional[str],
+        str | None,
         typer.Option(
             "--classes",
             help="Comma-separated class names, or 'auto' (sorted names found). Default: the 20 VOC classes.",
         ),
     ] = None,
-    classes_file: Annotated[
-        Optional[Path], typer.Option("--classes-file", help="Text file with one class name per line.")
-    ] = None,
+    classes_file: ClassesFileOption = None,
     train_sets: Annotated[
-        Optional[str],
+        str | None,
         typer.Option(
             "--train-sets",
             help="Split files for 'train', comma-separated: e.g. 2007/trainval and 2012/trainval (VOCdevkit), "
@@ -43,108 +48,19 @@ def command(
         ),
     ] = None,
     test_sets: Annotated[
-        Optional[str],
+        str | None,
         typer.Option("--test-sets", help="Split files for 'test', e.g. 2007/test; 'none' for no test split."),
     ] = None,
-    verify_images: Annotated[
-        bool, typer.Option("--verify-images", help="Decode every image fully (slow) instead of reading headers only.")
-    ] = False,
-    strict: Annotated[
-        bool, typer.Option("--strict", help="Fail (write nothing) when any problem of severity 'warning' is found.")
-    ] = False,
-    workers: Annotated[
-        Optional[int],
-        ranged_option(
-            "--workers", "-j", help="Parallel parsing processes (default: CPU count; small datasets use one).", lo=1
-        ),
-    ] = None,
-    val_fraction: Annotated[
-        float,
-        typer.Option(
-            "--val-fraction", min=0.0, max=0.99,
-            help="When the dataset has no val split: hold out this fraction of train (by image id, seeded) as val, "
-                 "the split training picks best.pth on. 0: none.",
-        ),
-    ] = 0.1,
-    split_seed: Annotated[int, typer.Option("--split-seed", min=0, help="Seed of the val hold-out.")] = 0,
-    force: Annotated[bool, typer.Option(
-        "--force", help="Replace the prepared dataset (manifest.json, *.jsonl) already in --out.")] = False,
+    verify_images: VerifyImagesOption = False,
+    strict: StrictOption = False,
+    workers: WorkersOption = None,
+    val_fraction: ValFractionOption = 0.1,
+    split_seed: SplitSeedOption = 0,
+    split: SplitOption = None,
+    force: ForceOption = False,
 ) -> None:
-    """Validate a VOC-format dataset and write manifest.json + <split>.jsonl."""
-    if classes is not None and classes_file is not None:
-        raise SsdError("--classes and --classes-file: give only one")
-    class_spec: list[str] | str | None = classes
-    if classes_file is not None:
-        class_spec = read_class_file(classes_file, "--classes-file")
-    if out is None:
-        out = Path("prepared") / (root.resolve().name or "dataset")
-    _check_out(root, out, force)
-    try:
-        with reporting() as reporter:
-            report = prepare_voc(
-                root, out, classes=class_spec, train_sets=train_sets, test_sets=test_sets,
-                verify_images=verify_images, strict=strict, workers=workers, reporter=reporter,
-                val_fraction=val_fraction, split_seed=split_seed,
-            )  # fmt: skip
-    except PrepareFailure as e:
-        print_report(e.report)
-        raise
-    print_report(report)
-
-
-def _check_out(root: Path, out: Path, force: bool) -> None:
-    """``out`` is never the dataset folder itself; an earlier prepared dataset there is replaced only with --force."""
-    if out.exists() and root.exists() and out.resolve() == root.resolve():
-        raise SsdError(f"--out {out}: is the dataset folder itself; choose another folder (e.g. prepared/NAME)")
-    earlier = sorted(out.glob("*.jsonl")) + [out / "manifest.json"] if out.is_dir() else []
-    found = [p for p in earlier if p.exists()]
-    if found and not force:
-        raise SsdError(f"--out {out}: already holds a prepared dataset ({found[0].name}); use --force to replace "
-                       "it, or another --out")
-
-
-def print_report(report: PrepareReport) -> None:
-    """Splits, problems (kind, count, examples) and per-class object counts as rich tables."""
-    splits = Table(title="Splits", title_justify="left")
-    for col in ("split", "from", "images", "objects", "difficult", "no objects"):
-        splits.add_column(col, justify="right" if col not in ("split", "from") else "left")
-    for name, s in report.splits.items():
-        splits.add_row(name, ", ".join(s.sets), str(s.images), str(s.objects), str(s.difficult), str(s.empty_images))
-    console.print(splits)
-
-    if report.problems:
-        problems = Table(title="Problems found", title_justify="left", show_lines=True)
-        problems.add_column("kind")
-        problems.add_column("severity")
-        problems.add_column("count", justify="right")
-        problems.add_column("examples", overflow="fold")
-        for p in report.problems.values():
-            sev = "[yellow]warning[/]" if p.severity == "warning" else "[dim]note[/]"
-            examples = "\n".join(escape(e) for e in p.examples[:3])
-            problems.add_row(f"{p.kind}\n[dim]{escape(p.description)}[/]", sev, str(p.count), examples)
-        console.print(problems)
-    else:
-        console.print("[green]No problems found.[/]")
-    if report.unknown_classes:
-        top = sorted(report.unknown_classes.items(), key=lambda kv: -kv[1])[:10]
-        console.print("Skipped class names: " + ", ".join(f"{escape(k)} ({v})" for k, v in top))
-
-    title = "Classes found in the annotations (--classes auto)" if report.classes_auto else "Objects per class"
-    per_class = Table(title=title, title_justify="left")
-    per_class.add_column("label", justify="right")
-    per_class.add_column("class")
-    for name in report.splits:
-        per_class.add_column(f"{name} objects (difficult)", justify="right")
-    for i, c in enumerate(report.classes):
-        cells = [f"{s.class_objects[i]} ({s.class_difficult[i]})" for s in report.splits.values()]
-        per_class.add_row(str(i + 1), escape(c), *cells)
-    console.print(per_class)
-
-    if report.problems:
-        warnings = report.warnings
-        notes = sum(p.count for p in report.problems.values()) - warnings
-        where = " (recorded under 'problems' and 'skipped' in manifest.json)" if report.written else ""
-        console.print(f"{warnings} warning(s), {notes} note(s), {len(report.skipped)} image(s) skipped{where}")
-    if report.written:
-        files = ", ".join(["manifest.json"] + [f"{k}.jsonl" for k in report.splits])
-        console.print(f"Wrote [bold]{escape(str(report.out))}[/] ({files}) in {report.elapsed_s:.1f} s")
+    """Validate a VOC-format dataset and write manifest.json + <split>.jsonl (a folder without split files is split
+    by --split)."""
+    run_prepare(root, out, force, prepare_voc, root=root, classes=class_spec(classes, classes_file),
+                train_sets=train_sets, test_sets=test_sets, verify_images=verify_images, strict=strict,
+                workers=workers, val_fraction=val_fraction, split_seed=split_seed, split=split)  # fmt: skip

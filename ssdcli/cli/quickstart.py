@@ -45,7 +45,7 @@ def command(
     started = time.monotonic()
     console.rule("[bold]1. sample data")
     with reporting() as reporter:
-        write_sample_dataset(plan.sample_voc, reporter=reporter)
+        write_sample_dataset(plan.sample_voc, num_val=50, reporter=reporter)  # own val: all 300 train
     console.print(f"wrote a VOC-layout sample dataset to {escape(str(plan.sample_voc))}")
     ssd = get_current_context().find_root().command  # the `ssd` app itself: each step is a real command
     for i, step in enumerate(plan.steps, start=2):

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import inspect
 import re
-import sys
 from dataclasses import MISSING, fields
 from pathlib import Path
 from typing import Annotated, Any, Literal, Optional, get_type_hints
@@ -18,7 +17,7 @@ from ssdcli.cli.console import console
 from ssdcli.cli.options import in_range, interval, run_name_callback
 from ssdcli.cli.progress import reporting
 from ssdcli.engine.distributed import launch_torchrun
-from ssdcli.engine.recipes import resolve_for
+from ssdcli.engine.recipes import resolve_for, trained_arch
 from ssdcli.engine.train_options import metric_label
 from ssdcli.engine.trainer import TrainOptions, train
 from ssdcli.errors import SsdError
@@ -102,9 +101,9 @@ def command(ctx: typer.Context, **values: Any) -> None:
     for key in [k for k in values if k.startswith(_NEGATIVE)]:
         if values.pop(key):
             values[key[len(_NEGATIVE):]] = False
-    if devices:
-        raise typer.Exit(launch_torchrun(devices, _without_devices_flag(sys.argv[1:])))
     given = {k for k in values if _given(ctx, k)}
+    if devices:  # the same options, re-run by torchrun in one process per GPU
+        raise typer.Exit(launch_torchrun(devices, ["train", *forwarded_args(values, given, resume)]))
     for k in ("time_limit", "save_every"):
         values[k] = parse_duration(values[k], "--" + k.replace("_", "-"))
     if values["data"]:
@@ -139,7 +138,7 @@ def _print_recipe(options: TrainOptions) -> None:
     options.validate()
     resolved = resolve_for(options)
     recipe = resolved.recipe
-    table = Table(title=f"{options.arch}: recipe {recipe.name} (start: {resolved.start})", title_justify="left")
+    table = Table(title=f"{trained_arch(options)}: recipe {recipe.name} (start: {resolved.start})", title_justify="left")
     for col in ("setting", "value", "from"):
         table.add_column(col, overflow="fold")
     for row in resolved.rows():
@@ -164,19 +163,22 @@ def _print_result(result) -> None:  # type: ignore[no-untyped-def]
     console.print(table)
 
 
-def _without_devices_flag(argv: list[str]) -> list[str]:
-    out, skip = [], False
-    for a in argv:
-        if skip:
-            skip = False
+def forwarded_args(values: dict[str, Any], given: set[str], resume: str | None) -> list[str]:
+    """The command-line arguments that reproduce the options the user gave (for the torchrun re-launch): built
+    from the parsed values, so every spelling (``--opt=v``, short flags, negative flags) comes out the same."""
+    args: list[str] = []
+    for f in fields(TrainOptions):
+        if f.name not in given or "help" not in f.metadata:
             continue
-        if a == "--devices":
-            skip = True
-            continue
-        if a.startswith("--devices="):
-            continue
-        out.append(a)
-    return out
+        value = values[f.name]
+        decls = f.metadata.get("flag", "--" + f.name.replace("_", "-")).split("/")
+        if isinstance(value, bool):
+            negative = _negative_flag(f.metadata)
+            if value or negative:
+                args.append(decls[0] if value else negative)  # type: ignore[arg-type]
+        elif value is not None:
+            args += [decls[0].split(",")[0].strip(), str(value)]
+    return args + (["--resume", resume] if resume else [])
 
 
 # Typer reads the options from the signature: TrainOptions' fields, generated once at import

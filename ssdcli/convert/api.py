@@ -12,10 +12,19 @@ from ssdcli.convert.amdegroot import convert_amdegroot
 from ssdcli.convert.common import read_state_dict
 from ssdcli.convert.detect_format import FORMATS, UNKNOWN, describe_layout, detect_format
 from ssdcli.convert.torchvision_ssd import convert_torchvision_ssd
+from ssdcli.convert.torchvision_ssdlite import convert_torchvision_ssdlite, is_torchvision_ssdlite
 from ssdcli.errors import SsdError
 from ssdcli.models.base import DetectorModel
 
-_CONVERTERS = {"amdegroot": convert_amdegroot, "torchvision": convert_torchvision_ssd}
+
+def _convert_torchvision(state: dict, classes: str | None, source: str) -> tuple[DetectorModel, list[str]]:
+    """torchvision ``ssdlite320_mobilenet_v3_large`` or ``ssd300_vgg16``, told apart by their keys."""
+    if is_torchvision_ssdlite(state):
+        return convert_torchvision_ssdlite(state, classes, source)
+    return convert_torchvision_ssd(state, classes, source)
+
+
+_CONVERTERS = {"amdegroot": convert_amdegroot, "torchvision": _convert_torchvision}
 
 
 @dataclass

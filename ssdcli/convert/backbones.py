@@ -8,6 +8,8 @@ Supported sources (torchvision state dict files unless noted) and targets:
 * ``mobilenet_v3_large`` -> ``ssdlite320``: ``features.*`` -> ``backbone.body.*``.
 * ``resnet18/34/50/101`` -> any model whose state dict contains torchvision's ResNet names (``conv1``,
   ``bn1``, ``layer1..4``) under one prefix (CenterNet): found by suffix matching.
+* ``dla34`` (the DLA authors' ``dla34-ba72cf86.pth`` or timm's ``dla34``) -> ``centernet-dla34[-plain]``'s
+  ``backbone.*`` the same way (their unused ``level3/4.project`` layers dropped, see :mod:`ssdcli.models.centernet.dla`).
 
 The classifier (``classifier.*``/``fc.*``) is dropped; everything else in the model keeps its initialisation.
 
@@ -39,6 +41,8 @@ from torch import nn
 
 from ssdcli.convert.common import read_state_dict, transfer
 from ssdcli.errors import SsdError
+from ssdcli.models.centernet.dla import DLA34_URL, is_dla34_state
+from ssdcli.models.centernet.dla import imagenet_state as dla_imagenet_state
 from ssdcli.models.ssd.mobilenet import MobileNetV3Backbone
 from ssdcli.models.ssd.vgg import VGGBackbone
 from ssdcli.preprocess import CAFFE_BGR, IMAGENET, Preprocess
@@ -72,6 +76,8 @@ def identify_backbone(state: Mapping[str, torch.Tensor]) -> str | None:
     first, last = state.get("features.0.0.weight"), state.get("features.16.0.weight")
     if first is not None and last is not None and tuple(last.shape) == (960, 160, 1, 1):
         return "mobilenet_v3_large"
+    if is_dla34_state(state):
+        return "dla34"
     if "conv1.weight" in state and "layer4.0.conv1.weight" in state:
         blocks = tuple(len({k.split(".")[1] for k in state if k.startswith(f"layer{i}.")}) for i in range(1, 5))
         depth = _RESNET_DEPTHS.get((*blocks, "layer1.0.conv3.weight" in state))
@@ -189,10 +195,11 @@ def _load_by_suffix(model: nn.Module, state: Mapping[str, torch.Tensor], kind: s
         raise SsdError(
             f"{source}: {kind} weights do not fit '{_arch(model)}' ({found}; e.g. missing {', '.join(missing)})"
         )
-    loaded = transfer(model, state, lambda k: prefix + k, source, f"torchvision {kind}",
+    origin = "torchvision " if kind.startswith("resnet") else ""
+    loaded = transfer(model, state, lambda k: prefix + k, source, f"{origin}{kind}",
                       ignore=lambda k: k.startswith("fc."), allow_missing=lambda k: not k.startswith(prefix))
     note = _preprocess_note(model, IMAGENET, "torchvision ImageNet ResNet")
-    return (f"{source}: torchvision {kind} ImageNet weights -> {prefix.rstrip('.')} ({len(loaded)} tensors); "
+    return (f"{source}: {origin}{kind} ImageNet weights -> {prefix.rstrip('.')} ({len(loaded)} tensors); "
             f"fc classifier dropped; the rest keeps its initialisation{note}")
 
 
@@ -219,6 +226,8 @@ def load_backbone_state(model: nn.Module, state: Mapping[str, torch.Tensor], sou
         return _load_mobilenet(model, state, source)
     if kind.startswith("resnet") and target == "other":
         return _load_by_suffix(model, state, kind, source)
+    if kind == "dla34" and target == "other":
+        return _load_by_suffix(model, dla_imagenet_state(state), kind, source)
     needs = {"vgg": "vgg16", "vgg_bn": "vgg16_bn", "mobilenet": "mobilenet_v3_large"}.get(target, "a matching ImageNet")
     raise SsdError(f"{source}: {kind} weights do not fit '{arch}' (it needs {needs} weights)")
 
@@ -245,25 +254,28 @@ def load_pretrained_backbone(model: nn.Module) -> str:
 
     target = _target_kind(model)
     arch = _arch(model)
+    origin = "torchvision"
     if target in _PRETRAINED:
         name, enum = _PRETRAINED[target]
+    elif "dla34" in arch:  # the DLA authors' file (timm's dla34 too); its 8-hex name suffix is not known to be sha256
+        name, enum, origin = "dla34", "", "DLA authors'"
     else:
         m = re.search(r"res(?:net)?(\d+)", arch)
         if not m or int(m.group(1)) not in (18, 34, 50, 101):
             raise SsdError(f"--pretrained-backbone: no known ImageNet backbone for '{arch}'")
         name, enum = f"resnet{m.group(1)}", f"ResNet{m.group(1)}_Weights"
-    url = getattr(tvm, enum).IMAGENET1K_V1.url
+    url = getattr(tvm, enum).IMAGENET1K_V1.url if enum else DLA34_URL
     try:
         state = torch.hub.load_state_dict_from_url(
-            url, map_location="cpu", progress=False, check_hash=True, weights_only=True
+            url, map_location="cpu", progress=False, check_hash=bool(enum), weights_only=True
         )
     except Exception as e:  # network, hash or file errors: all user-environment problems
         first = (str(e).strip().splitlines() or [type(e).__name__])[0]
         raise SsdError(
-            f"--pretrained-backbone: could not fetch torchvision {name} weights from {url} ({first}); download the "
+            f"--pretrained-backbone: could not fetch {origin} {name} weights from {url} ({first}); download the "
             f"file elsewhere and pass it with --backbone-weights FILE"
         ) from None
-    return load_backbone_state(model, state, f"torchvision {name} ({os.path.basename(url)})")
+    return load_backbone_state(model, state, f"{origin} {name} ({os.path.basename(url)})")
 
 
 __all__ = [

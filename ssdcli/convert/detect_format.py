@@ -6,7 +6,7 @@ from collections.abc import Mapping
 
 import torch
 
-from ssdcli.convert import amdegroot, torchvision_ssd
+from ssdcli.convert import amdegroot, torchvision_ssd, torchvision_ssdlite
 from ssdcli.convert.backbones import identify_backbone
 from ssdcli.errors import SsdError
 
@@ -22,8 +22,10 @@ def describe_layout(state: Mapping[str, torch.Tensor]) -> tuple[str | None, str]
         return torchvision_ssd.FORMAT, (
             "torchvision ssd300_vgg16 (keys backbone.features.*, backbone.scale_weight, backbone.extra.*, head.*)"
         )
-    if any(k.startswith("head.classification_head.module_list.0.0.") for k in state):
-        return None, "a torchvision ssdlite320_mobilenet_v3_large state dict, which `ssd convert` does not read"
+    if torchvision_ssdlite.is_torchvision_ssdlite(state):
+        return torchvision_ssd.FORMAT, (
+            "torchvision ssdlite320_mobilenet_v3_large (keys backbone.features.0/1.*, backbone.extra.*, head.*)"
+        )
     kind = identify_backbone(state)
     if kind is not None:
         return None, f"an ImageNet {kind} classifier, not a detector (use it with `ssd train --backbone-weights`)"

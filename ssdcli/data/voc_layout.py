@@ -12,7 +12,8 @@ Splits (:func:`resolve_layout`):
   ``test.txt``, else ``val.txt`` (when ``train.txt`` was the train split); ``val`` = ``val.txt`` when
   ``train.txt``, ``val.txt`` and ``test.txt`` all exist and there is no ``trainval.txt``. When none of
   these exist, every other ``<name>.txt`` (e.g. CVAT's ``default.txt``) forms ``train``. Override with
-  ``train_sets="train,val"`` etc.
+  ``train_sets="train,val"`` etc. A folder without any split file gives :data:`ALL_ANNOTATIONS`: every
+  ``Annotations/*.xml``, split by ``prepare-voc --split`` (seeded, stratified) instead of being refused.
 """
 
 from __future__ import annotations
@@ -27,13 +28,22 @@ from ssdcli.data.images import check_regular_file
 from ssdcli.errors import SsdError
 
 __all__ = [
-    "IMAGE_EXT_ORDER", "Key", "ParseTask", "VocSet", "resolve_layout", "collect_items", "list_folder", "read_ids",
+    "ALL_ANNOTATIONS",
+    "IMAGE_EXT_ORDER",
+    "Key",
+    "ParseTask",
+    "VocSet",
+    "collect_items",
+    "list_folder",
+    "read_ids",
+    "resolve_layout",
 ]
 
 # image extensions looked for in JPEGImages/, preferred first when one id has several files
 IMAGE_EXT_ORDER = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif")
 
 Key = tuple[str, str]  # (VOC folder, image id)
+ALL_ANNOTATIONS = "*"  # split name (and set name) of "every annotation in the folder": no split file exists
 ParseTask = tuple[str, str, str | None, str]  # (image id, XML path, image path or None, image folder)
 
 
@@ -65,13 +75,15 @@ def resolve_layout(root: Path, train_sets, test_sets) -> tuple[Path, str, dict[s
                  if re.fullmatch(r"VOC\d{4}", p.name) and (p / "Annotations").is_dir()}  # fmt: skip
         if not years:
             raise SsdError(f"{root}: no Annotations/ folder (and no VOC20xx/ folders): not a VOC dataset")
-        has = lambda y, n: (years[y] / "ImageSets" / "Main" / f"{n}.txt").is_file()  # noqa: E731
+        has = lambda y, n: (years[y] / "ImageSets" / "Main" / f"{n}.txt").is_file()
         tv = [y for y in ("2007", "2012") if y in years and has(y, "trainval")]
         tv = tv or [y for y in years if has(y, "trainval")]
         defaults = {"train": [VocSet(years[y], "trainval", f"{y}/trainval") for y in tv]}
         if "2007" in years and has("2007", "test"):
             defaults["test"] = [VocSet(years["2007"], "test", "2007/test")]
     result = dict(defaults)
+    if train_sets is not None or test_sets is not None:
+        result.pop(ALL_ANNOTATIONS, None)
     for split, spec, option in (("train", train_sets, "--train-sets"), ("test", test_sets, "--test-sets")):
         if spec is not None:
             result[split] = _parse_sets(spec, option, root, years)
@@ -87,7 +99,7 @@ def resolve_layout(root: Path, train_sets, test_sets) -> tuple[Path, str, dict[s
 def _folder_defaults(folder: Path) -> dict[str, list[VocSet]]:
     main = folder / "ImageSets" / "Main"
     have = {p.stem for p in main.glob("*.txt")} if main.is_dir() else set()
-    mk = lambda n: [VocSet(folder, n, n)]  # noqa: E731
+    mk = lambda n: [VocSet(folder, n, n)]
     if "trainval" in have:
         return {"train": mk("trainval"), **({"test": mk("test")} if "test" in have else {})}
     if "train" in have:
@@ -102,7 +114,9 @@ def _folder_defaults(folder: Path) -> dict[str, list[VocSet]]:
     if "test" in have:
         return {"test": mk("test")}
     other = sorted(n for n in have if "_" not in n)
-    return {"train": [VocSet(folder, n, n) for n in other]} if other else {}
+    if other:
+        return {"train": [VocSet(folder, n, n) for n in other]}
+    return {ALL_ANNOTATIONS: [VocSet(folder, ALL_ANNOTATIONS, "all annotations")]}
 
 
 def _parse_sets(spec, option: str, root: Path, years: dict[str, Path] | None) -> list[VocSet] | None:
@@ -149,7 +163,8 @@ def collect_items(
                 listings[s.folder] = list_folder(s.folder)
             xml_names, images = listings[s.folder]
             folder, ann_dir, image_dir = str(s.folder), str(s.folder / "Annotations"), str(s.folder / "JPEGImages")
-            for image_id in read_ids(s.file):
+            ids = sorted(n[:-4] for n in xml_names) if s.name == ALL_ANNOTATIONS else read_ids(s.file)
+            for image_id in ids:
                 key = (folder, image_id)
                 if key in seen:
                     on_duplicate(str(s.file), image_id)

@@ -17,15 +17,24 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
+import onnx
 import torch
 from torchvision.io import encode_jpeg
 
 from ssdcli.data.images import IMAGE_EXTENSIONS, read_image
 from ssdcli.data.records import load_prepared
-from ssdcli.deploy.engines import ENGINE_NAMES, Engine, EngineUnavailable, onnx_engine, torch_engine
+from ssdcli.deploy.engines import (
+    DEFAULT_ENGINES,
+    ENGINE_NAMES,
+    Engine,
+    EngineUnavailable,
+    onnx_engine,
+    torch_engine,
+)
 from ssdcli.deploy.environment import environment_info
 from ssdcli.deploy.flops import count_flops, measure_matmul_peak
-from ssdcli.deploy.onnx_export import export_onnx, load_checkpoint_model
+from ssdcli.deploy.onnx_export import DEFAULT_OPSET, MAX_OPSET, export_onnx, load_checkpoint_model, read_metadata
+from ssdcli.deploy.quantize import QuantizeSpec
 from ssdcli.deploy.trainbench import TrainRow, train_throughput
 from ssdcli.device import resolve_device
 from ssdcli.engine.evaluator import check_class_names, evaluate_detector
@@ -80,7 +89,7 @@ class BenchmarkReport:
 def run_benchmark(
     weights: str | os.PathLike,
     batches: Sequence[int] = (1, 8, 32),
-    engines: Sequence[str] = ENGINE_NAMES,
+    engines: Sequence[str] = DEFAULT_ENGINES,
     device: str | torch.device = "auto",
     half: bool = False,
     warmup: int = 3,
@@ -90,10 +99,13 @@ def run_benchmark(
     images: str | os.PathLike | None = None,
     postprocess: PostprocessConfig = PostprocessConfig(),
     split: str = "test",
+    calib_data: str | os.PathLike | None = None,
     reporter: Reporter | None = None,
 ) -> BenchmarkReport:
     """Benchmark ``weights`` (a ``.pth`` checkpoint or an exported ``.onnx``); see the module docstring.
-    ``reporter`` gets task ``"benchmark"``: one stage per measurement."""
+    ``reporter`` gets task ``"benchmark"``: one stage per measurement. The ``int8`` engine quantizes a ``.pth``
+    calibrated on the train split of ``calib_data`` (default: ``accuracy_data``); the ``bf16`` engine is PyTorch
+    under bfloat16 autocast on CPU."""
     batches, engines = _check_args(batches, engines, warmup, iters)
     dev = device if isinstance(device, torch.device) else resolve_device(str(device))
     path = Path(weights)
@@ -102,7 +114,7 @@ def run_benchmark(
     is_onnx = path.suffix.lower() == ".onnx"
     notes: list[str] = []
     if half and dev.type != "cuda":
-        notes.append("--half applies to CUDA only; CPU engines run in fp32")
+        notes.append("--half applies to CUDA only; CPU engines run in fp32 (bfloat16 on CPU: the bf16 engine)")
     use_half = half and dev.type == "cuda"
 
     per_engine = len(batches) + (1 if accuracy_data is not None else 0)
@@ -155,7 +167,8 @@ def run_benchmark(
         for name in engines:
             stages.next(f"preparing engine {name}")
             try:
-                engine = _make_engine(name, path, model, dev, use_half, postprocess, Path(tmp), stages.note)
+                calib = calib_data if calib_data is not None else accuracy_data
+                engine = _make_engine(name, path, model, dev, use_half, postprocess, Path(tmp), stages.note, calib)
             except EngineUnavailable as e:
                 report.rows.append(BenchRow(name, None, "skipped", str(e)))
                 stages.skip(per_engine)
@@ -205,12 +218,16 @@ def _make_engine(
     pp: PostprocessConfig,
     tmp: Path,
     say: Progress,
+    calib_data: str | os.PathLike | None = None,
 ) -> Engine:
-    if name in ("torch", "compile"):
+    if name in ("torch", "compile", "bf16"):
         if model is None:
             raise EngineUnavailable(f"{name} needs a .pth checkpoint (got an ONNX model)")
-
-        return torch_engine(copy.deepcopy(model), dev, half, pp, compile=name == "compile")
+        if name == "bf16" and dev.type != "cpu":
+            raise EngineUnavailable("bf16 is the CPU engine (on CUDA use --half: float16)")
+        return torch_engine(copy.deepcopy(model), dev, half or name == "bf16", pp, compile=name == "compile")
+    if name == "int8":
+        return _int8_engine(path, dev, pp, tmp, say, calib_data)
     onnx_path = path
     if path.suffix.lower() != ".onnx":
         onnx_path = tmp / f"{path.stem}.onnx"
@@ -219,8 +236,29 @@ def _make_engine(
                 raise EngineUnavailable(f"TensorRT needs a CUDA device (running on {dev.type})")
 
             say(f"exporting {path.name} to ONNX")
-            export_onnx(path, onnx_path, half=half, postprocess=pp, verify=False)
+            opsets = range(DEFAULT_OPSET, MAX_OPSET + 1)  # the default, or the first newer one the model needs
+            opset = next((o for o in opsets if model is None or model.export_support(o) is None), DEFAULT_OPSET)
+            export_onnx(path, onnx_path, opset=opset, half=half, postprocess=pp, verify=False)
     return onnx_engine(onnx_path, dev, pp, tensorrt=name == "tensorrt")
+
+
+def _int8_engine(
+    path: Path, dev: torch.device, pp: PostprocessConfig, tmp: Path, say: Progress, calib_data: str | os.PathLike | None
+) -> Engine:
+    """An int8 ONNX model given as ``path``, or quantized from the ``.pth`` on the train split of ``calib_data``."""
+    if path.suffix.lower() == ".onnx":
+        if not (read_metadata(onnx.load(str(path))) or {}).get("quantization"):
+            raise EngineUnavailable(f"{path.name} is a float model (give a .pth with --calib-data, or an int8 .onnx)")
+        return onnx_engine(path, dev, pp, name="int8")
+    if calib_data is None:
+        raise EngineUnavailable("int8 needs --calib-data PREPARED (calibrates on its train split)")
+    out = tmp / f"{path.stem}.int8.onnx"
+    say(f"quantizing {path.name} to int8 on the train split of {Path(calib_data).name}")
+    try:
+        export_onnx(path, out, postprocess=pp, verify=False, int8=QuantizeSpec(Path(calib_data)))
+    except SsdError as e:  # e.g. a dataset without a train split: the other engines still run
+        raise EngineUnavailable(str(e)) from None
+    return onnx_engine(out, dev, pp, name="int8")
 
 
 def _image_files(images: str | os.PathLike | None, records: list | None, tmp: Path, n: int) -> list[Path]:

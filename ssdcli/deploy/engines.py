@@ -2,7 +2,8 @@
 ``post`` (outputs -> per-image detections), plus a :class:`~ssdcli.inference.Detector` for accuracy runs.
 
 Engines: ``torch`` (eager), ``compile`` (``torch.compile``), ``onnx`` (ONNX Runtime, CPU or CUDA provider),
-``tensorrt`` (ONNX Runtime's TensorRT provider). A missing engine raises :class:`EngineUnavailable` with the
+``tensorrt`` (ONNX Runtime's TensorRT provider), ``int8`` (an INT8 ONNX model, see :mod:`ssdcli.deploy.quantize`),
+``bf16`` (eager PyTorch under bfloat16 autocast on CPU). A missing engine raises :class:`EngineUnavailable` with the
 reason, which the benchmark reports as a skipped row.
 """
 
@@ -14,13 +15,15 @@ from pathlib import Path
 
 import torch
 
+from ssdcli.device import cpu_bf16_supported
 from ssdcli.errors import SsdError, first_line
 from ssdcli.inference import Detector, TorchBackend
 from ssdcli.inference.onnx_backend import OnnxBackend
 from ssdcli.models.base import DetectorModel, ModelConfig
 from ssdcli.postprocess import Detections, PostprocessConfig
 
-ENGINE_NAMES = ("torch", "compile", "onnx", "tensorrt")
+ENGINE_NAMES = ("torch", "compile", "onnx", "tensorrt", "int8", "bf16")
+DEFAULT_ENGINES = ("torch", "compile", "onnx", "tensorrt")
 
 
 class EngineUnavailable(Exception):
@@ -58,7 +61,12 @@ class _ModuleBackend:
 def torch_engine(
     model: DetectorModel, device: torch.device, half: bool, pp: PostprocessConfig, compile: bool = False
 ) -> Engine:
-    """Eager (or ``torch.compile``-d) PyTorch. ``model`` is moved to ``device`` (fp16 when ``half``)."""
+    """Eager (or ``torch.compile``-d) PyTorch. ``model`` is moved to ``device`` (``half``: fp16 on CUDA; on CPU
+    bfloat16 autocast, the ``bf16`` engine, unavailable on CPUs without native bf16)."""
+    bf16 = half and device.type == "cpu"
+    if bf16 and not cpu_bf16_supported():
+        raise EngineUnavailable("this CPU has no native bfloat16 (AVX-512 BF16 / AMX)")
+    half = half and not bf16
     model = model.to(device).eval()
     if half:
         model.half()
@@ -73,7 +81,8 @@ def torch_engine(
     @torch.inference_mode()
     def forward(batch: torch.Tensor) -> object:
         x = batch.to(device, non_blocking=True)
-        out = net(x.half() if half else x)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            out = net(x.half() if half else x)
         sync(device)
         return out
 
@@ -83,15 +92,19 @@ def torch_engine(
         sync(device)
         return dets
 
-    detector = Detector(backend if compile else TorchBackend(model, device, half), pp)
-    info = {"dtype": "float16" if half else "float32", "threads": torch.get_num_threads()}
-    return Engine("compile" if compile else "torch", detector, forward, post, info)
+    detector = Detector(backend if compile else TorchBackend(model, device, half or bf16), pp)
+    dtype = "bfloat16 autocast" if bf16 else "float16" if half else "float32"
+    info = {"dtype": dtype, "threads": torch.get_num_threads()}
+    return Engine("bf16" if bf16 else "compile" if compile else "torch", detector, forward, post, info)
 
 
-def onnx_engine(path: Path, device: torch.device, pp: PostprocessConfig, tensorrt: bool = False) -> Engine:
-    """ONNX Runtime on ``path``: CPU provider on CPU, CUDA provider (or TensorRT) on CUDA devices."""
+def onnx_engine(
+    path: Path, device: torch.device, pp: PostprocessConfig, tensorrt: bool = False, name: str | None = None
+) -> Engine:
+    """ONNX Runtime on ``path``: CPU provider on CPU, CUDA provider (or TensorRT) on CUDA devices. ``name``: the
+    engine's name in the report (default ``onnx``/``tensorrt``)."""
 
-    name = "tensorrt" if tensorrt else "onnx"
+    name = name or ("tensorrt" if tensorrt else "onnx")
     if tensorrt and device.type != "cuda":
         raise EngineUnavailable(f"TensorRT needs a CUDA device (running on {device.type})")
     try:
@@ -108,7 +121,8 @@ def onnx_engine(path: Path, device: torch.device, pp: PostprocessConfig, tensorr
     opts = backend.session.get_session_options()
     info = {
         "providers": backend.providers,
-        "dtype": "float16" if "16" in backend.input_dtype.__name__ else "float32",
+        "dtype": "int8 (QDQ)" if backend.meta.get("quantization") else
+        "float16" if "16" in backend.input_dtype.__name__ else "float32",
         "threads": opts.intra_op_num_threads,
         "nms_in_graph": backend.nms,
     }

@@ -23,7 +23,7 @@ from ssdcli.deploy.verify import DetectionAgreement, compare_detections, raw_tol
 from ssdcli.errors import SsdError
 from ssdcli.models.base import DetectorModel
 from ssdcli.models.export_graph import DETECTION_OUTPUTS, INPUT_NAME, detections_from_outputs
-from ssdcli.postprocess import PostprocessConfig
+from ssdcli.postprocess import Detections, PostprocessConfig
 
 CHECK_SIZE = 512  # check images are first warped to this square (the model's own resize follows)
 
@@ -38,13 +38,18 @@ class CheckResult:
     onnx_vs_torch: DetectionAgreement = field(default_factory=DetectionAgreement)
     first_feed: dict = field(default_factory=dict)  # first batch's ONNX input and detection outputs, to re-check
     first_outputs: list[np.ndarray] = field(default_factory=list)  # the written (stripped) model against
+    torch_dets: list[Detections] = field(default_factory=list)  # per image, every batch (int8 agreement)
+    onnx_dets: list[Detections] = field(default_factory=list)
 
-    def problems(self, nms: bool, half: bool) -> list[str]:
-        """Why the export must fail (empty when it passes). fp16 end-to-end differences are expected, not fatal."""
-        out = [f"{n} max diff {d:.3g} > {self.raw_tol[n]:.3g}" for n, d in self.raw_diff.items() if d > self.raw_tol[n]]
+    def problems(self, nms: bool, half: bool, int8: bool = False) -> list[str]:
+        """Why the export must fail (empty when it passes). fp16 end-to-end differences are expected, not fatal;
+        int8 raw outputs and detections are judged by :func:`ssdcli.deploy.quantize.int8_agreement` instead."""
+        out = [] if int8 else [
+            f"{n} max diff {d:.3g} > {self.raw_tol[n]:.3g}" for n, d in self.raw_diff.items() if d > self.raw_tol[n]
+        ]
         if nms and self.graph_vs_decode is not None and not self.graph_vs_decode.equal:
             out.append(f"in-graph NMS vs PyTorch post-processing: {self.graph_vs_decode.summary()}")
-        if not half and not self.onnx_vs_torch.equal:
+        if not half and not int8 and not self.onnx_vs_torch.equal:
             out.append(f"detections: {self.onnx_vs_torch.summary()}")
         return out
 
@@ -62,19 +67,25 @@ def check_inputs(check_images: str | os.PathLike | None, dynamic: bool) -> tuple
             raise SsdError(f"{root}: --check-images: no such file or folder")
         if not files:
             raise SsdError(f"{root}: --check-images: no images ({', '.join(sorted(IMAGE_EXTENSIONS))}) in the folder")
-        images = [resize_square(read_image(p), CHECK_SIZE) for p in files]
-        desc = f"{len(files)} image(s) from {root}"
-    else:
-        gen = torch.Generator().manual_seed(0)
-        low = torch.rand(3, 3, 6, 6, generator=gen) * 255  # smooth synthetic pictures, not white noise
-        up = torch.nn.functional.interpolate(low, size=(CHECK_SIZE, CHECK_SIZE), mode="bilinear", align_corners=False)
-        images = list(up.round().clamp(0, 255).to(torch.uint8))
-        desc = "3 synthetic images"
+        return image_batches(files, dynamic), f"{len(files)} image(s) from {root}"
+    gen = torch.Generator().manual_seed(0)
+    low = torch.rand(3, 3, 6, 6, generator=gen) * 255  # smooth synthetic pictures, not white noise
+    up = torch.nn.functional.interpolate(low, size=(CHECK_SIZE, CHECK_SIZE), mode="bilinear", align_corners=False)
+    images = list(up.round().clamp(0, 255).to(torch.uint8))
+    return _group(images, dynamic), "3 synthetic images"
+
+
+def image_batches(files: list[Path], dynamic: bool) -> list[torch.Tensor]:
+    """Check batches (as :func:`check_inputs`) from image files: uint8 ``[B,3,512,512]``."""
+    return _group([resize_square(read_image(p), CHECK_SIZE) for p in files], dynamic)
+
+
+def _group(images: list[torch.Tensor], dynamic: bool) -> list[torch.Tensor]:
     if dynamic and len(images) > 1:
         groups = [images[:2], images[2:]] if len(images) > 2 else [images[:2], images[:1]]
     else:
         groups = [[im] for im in images]
-    return [torch.stack(g) for g in groups if g], desc
+    return [torch.stack(g) for g in groups if g]
 
 
 def cpu_session(data: bytes):  # type: ignore[no-untyped-def]
@@ -123,6 +134,8 @@ def check_against_pytorch(
         if result.graph_vs_decode is not None:
             result.graph_vs_decode.merge(compare_detections(from_onnx_raw, onnx_dets))
         result.onnx_vs_torch.merge(compare_detections(torch_dets, onnx_dets))
+        result.torch_dets.extend(torch_dets)
+        result.onnx_dets.extend(onnx_dets)
     return result
 
 

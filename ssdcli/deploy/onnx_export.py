@@ -14,6 +14,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import tempfile
 import time
 import warnings
 from dataclasses import asdict, dataclass, field
@@ -24,10 +25,21 @@ import onnx
 import torch
 
 from ssdcli.checkpoint import load_model
-from ssdcli.deploy.export_check import check_against_pytorch, check_final_model, check_inputs
+from ssdcli.data.records import load_prepared
+from ssdcli.deploy.export_check import check_against_pytorch, check_final_model, check_inputs, image_batches
+from ssdcli.deploy.quantize import (
+    CalibrationImages,
+    Int8Agreement,
+    QuantizeSpec,
+    calibration_records,
+    int8_agreement,
+    quantize_model,
+)
 from ssdcli.deploy.verify import DetectionAgreement
+from ssdcli.engine.evaluator import evaluate_detector
 from ssdcli.errors import SsdError, first_line
-from ssdcli.inference.onnx_backend import METADATA_KEY, ONNX_FORMAT
+from ssdcli.inference import Detector, TorchBackend
+from ssdcli.inference.onnx_backend import METADATA_KEY, ONNX_FORMAT, OnnxBackend
 from ssdcli.io_utils import atomic_write
 from ssdcli.models.base import DetectorModel
 from ssdcli.models.export_graph import DETECTION_OUTPUTS, INPUT_NAME, WithRawOutputs
@@ -59,11 +71,19 @@ class ExportReport:
     raw_tol: dict[str, float] = field(default_factory=dict)
     graph_vs_decode: DetectionAgreement | None = None  # in-graph NMS vs PyTorch post-processing, same raw outputs
     onnx_vs_torch: DetectionAgreement | None = None  # end to end
+    int8: dict | None = None  # the metadata's "quantization" entry of an int8 export
+    int8_check: Int8Agreement | None = None  # int8 detections against the float PyTorch model's
+    int8_float_ops: list[str] = field(default_factory=list)  # op types left float (decode, NMS)
+    map_split: str = ""  # split of --calib-data the mAP change was measured on ("" when none)
+    map_images: int = 0
+    map_float: float | None = None  # VOC07 mAP@0.5 of the float PyTorch model ...
+    map_int8: float | None = None  # ... and of the int8 ONNX model, same images
 
     def to_dict(self) -> dict:
         d = asdict(self)
         d.update(output=str(self.output), checkpoint=str(self.checkpoint))
         d["priors_path"] = str(self.priors_path) if self.priors_path else None
+        d["int8_check"] = asdict(self.int8_check) if self.int8_check else None
         return d
 
 
@@ -97,11 +117,18 @@ def export_onnx(
     check_images: str | os.PathLike | None = None,
     force: bool = False,
     verify: bool = True,
+    int8: QuantizeSpec | None = None,
     reporter: Reporter | None = None,
 ) -> ExportReport:
     """Export a native checkpoint to ONNX (see the module docstring); raises :class:`SsdError` when ONNX Runtime
     disagrees with PyTorch (raw outputs beyond tolerance, or different final detections). ``reporter`` gets task
-    ``"export"``: loading, exporting, checking (with ``verify``), writing."""
+    ``"export"``: loading, exporting, (int8: quantizing,) checking (with ``verify``), (int8 with a test split:
+    measuring mAP,) writing.
+
+    ``int8``: static INT8 quantization (:mod:`ssdcli.deploy.quantize`) calibrated on the ``train`` split of
+    ``int8.calib_data``; the check then compares detections with the float model's within the int8 tolerance
+    (:func:`~ssdcli.deploy.quantize.int8_agreement`), on up to 8 images of the dataset's test split (unless
+    ``check_images`` is given), and the mAP change on that split is measured (with ``verify``)."""
     ckpt = Path(checkpoint_path)
     if ckpt.suffix.lower() == ".onnx":
         raise SsdError(f"{ckpt}: already an ONNX model; export-onnx takes a .pth checkpoint")
@@ -113,15 +140,27 @@ def export_onnx(
     _check_postprocess(postprocess)
     if out.exists() and not force:
         raise SsdError(f"{out}: already exists (use --force to overwrite)")
-    batches, source = check_inputs(check_images, dynamic_batch) if verify else ([], "")
+    if int8 is not None and half:
+        raise SsdError("--int8 and --half: choose one (int8 models take float32 input)")
+    calib = calibration_records(int8.calib_data, int8.images) if int8 is not None else []
+    test = _test_records(int8.calib_data) if int8 is not None and verify else []
+    if verify and int8 is not None and check_images is None and test:
+        files = [Path(r.path) for r in test[:8]]
+        batches, source = image_batches(files, dynamic_batch), f"{len(files)} test image(s) of {int8.calib_data}"
+    else:
+        batches, source = check_inputs(check_images, dynamic_batch) if verify else ([], "")
 
-    stages = Stages(as_reporter(reporter), "export", 4 if verify else 3)
+    n_stages = (4 if verify else 3) + (1 if int8 is not None else 0) + (1 if test else 0)
+    stages = Stages(as_reporter(reporter), "export", n_stages)
     stages.next("loading checkpoint")
     model = load_checkpoint_model(ckpt)
     priors = model.export_arrays().get("priors")
     priors_path = out.with_name(out.stem + ".priors.npy") if not nms and priors is not None else None
     if priors_path is not None and priors_path.exists() and not force:
         raise SsdError(f"{priors_path}: already exists (use --force to overwrite)")
+    refusal = model.export_support(opset)
+    if refusal:
+        raise SsdError(f"{ckpt}: {refusal}")
     report = ExportReport(out, ckpt, model.config.arch, opset, nms, half, dynamic_batch, postprocess if nms else None)
     t0 = time.perf_counter()
     stages.next(f"exporting {model.config.arch} (opset {opset})")
@@ -129,7 +168,14 @@ def export_onnx(
         _to_half(model)
     proto = _export(model, opset, dynamic_batch, half, nms, postprocess)
     raw_names = list(model.output_names)
-    _add_metadata(proto, model, nms, postprocess, half, dynamic_batch, ckpt, priors_path, opset)
+    quant_meta = None
+    if int8 is not None:
+        stages.next(f"quantizing to int8 ({int8.method.value} calibration on {len(calib)} train images)")
+        reader = CalibrationImages(calib, model.config, INPUT_NAME)
+        quantized = quantize_model(proto, raw_names, reader, int8.method, int8.exclude)
+        proto, quant_meta = quantized.model, quantized.metadata(int8)
+        report.int8, report.int8_float_ops = quant_meta, quantized.float_op_types
+    _add_metadata(proto, model, nms, postprocess, half, dynamic_batch, ckpt, priors_path, opset, quant_meta)
     try:
         onnx.checker.check_model(proto)
     except onnx.checker.ValidationError as e:
@@ -144,7 +190,11 @@ def export_onnx(
         report.checked, report.check_source, report.batch_sizes = True, check.source, check.batch_sizes
         report.raw_diff, report.raw_tol = check.raw_diff, check.raw_tol
         report.graph_vs_decode, report.onnx_vs_torch = check.graph_vs_decode, check.onnx_vs_torch
-        problems = check.problems(nms, half)
+        problems = check.problems(nms, half, int8=int8 is not None)
+        if int8 is not None:
+            report.int8_check = int8_agreement(check.torch_dets, check.onnx_dets)
+            if not report.int8_check.ok:
+                problems.append(f"int8 detections: {report.int8_check.summary()}")
         if problems:
             raise SsdError(f"{out}: ONNX Runtime disagrees with PyTorch: {'; '.join(problems)}; nothing written")
     if nms:
@@ -156,6 +206,10 @@ def export_onnx(
             raise SsdError(
                 f"{out}: the final model disagrees with the checked one ({final.summary()}); nothing written"
             )
+    if test:
+        stages.next(f"measuring mAP on {len(test)} test images (float PyTorch, int8 ONNX)")
+        report.map_split, report.map_images = "test", len(test)
+        report.map_float, report.map_int8 = _map_change(data, model, test, int8.calib_data, postprocess)  # type: ignore[union-attr]
     stages.next(f"writing {out.name}")
     atomic_write(out, lambda f: f.write(data))
     report.size_bytes = len(data)
@@ -166,6 +220,27 @@ def export_onnx(
         report.priors_path = priors_path
     stages.done()
     return report
+
+
+def _test_records(data: Path) -> list:
+    """The test split of a prepared dataset (empty when it has none)."""
+    ds = load_prepared(data)
+    return list(ds.splits.get("test", []))
+
+
+def _map_change(
+    data: bytes, model: DetectorModel, records: list, calib_data: Path, pp: PostprocessConfig
+) -> tuple[float | None, float | None]:
+    """VOC07 mAP@0.5 of the float PyTorch model and of the int8 ONNX model (``data``) on ``records``."""
+    classes = load_prepared(calib_data, splits=[]).classes
+    maps = []
+    with tempfile.TemporaryDirectory(prefix="ssd-int8-map-") as tmp:
+        path = Path(tmp, "int8.onnx")
+        path.write_bytes(data)
+        for backend in (TorchBackend(model, torch.device("cpu")), OnnxBackend(path, "cpu")):
+            value = float(evaluate_detector(Detector(backend, pp), records, classes).map)
+            maps.append(None if np.isnan(value) else value)
+    return maps[0], maps[1]
 
 
 def _to_half(model: DetectorModel) -> None:
@@ -235,6 +310,7 @@ def _add_metadata(
     ckpt: Path,
     priors_path: Path | None,
     opset: int,
+    quantization: dict | None = None,
 ) -> None:
     cfg = model.config.to_dict()
     outputs = list(DETECTION_OUTPUTS) if nms else list(model.output_names)
@@ -257,6 +333,7 @@ def _add_metadata(
         "priors_file": priors_path.name if priors_path else None,
         "opset": opset,
         "source": ckpt.name,
+        "quantization": quantization,  # None for float models
     }
     plain = {
         METADATA_KEY: json.dumps(meta),
@@ -270,7 +347,8 @@ def _add_metadata(
         proto.metadata_props.add(key=k, value=v)
     proto.producer_name = "ssdcli"
     proto.doc_string = (
-        f"{cfg['arch']} detector exported by `ssd export-onnx` ({'NMS in graph' if nms else 'raw outputs'})"
+        f"{cfg['arch']} detector exported by `ssd export-onnx` ({'NMS in graph' if nms else 'raw outputs'}"
+        f"{', int8 QDQ' if quantization else ''})"
     )
 
 

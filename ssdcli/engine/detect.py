@@ -17,6 +17,10 @@ overwrite inputs, and ``out`` inside an input folder is not scanned by ``recursi
 each; decoding goes through :mod:`ssdcli.data.images`, made to survive any file. Inputs larger than
 ``MAX_DRAW_SIDE`` are decoded reduced (JPEG draft mode) and drawn capped at that size under the same file name (no scale marker; the
 summary counts them); their boxes, like all boxes, are in original-image pixels.
+
+Video files (by extension, also found in folders and glob matches), camera indices (``0``) and stream URLs
+(``rtsp://``, ``http(s)://`` ...) go to :mod:`ssdcli.engine.detect_video` after the images (``vid_stride``):
+an annotated ``OUT/NAME.mp4`` and per-frame ``OUT/NAME.jsonl`` each; ``summary.videos`` reports them.
 """
 
 from __future__ import annotations
@@ -40,8 +44,10 @@ from ssdcli.data.images import (
     read_image_bytes,
     resize_square,
 )
+from ssdcli.data.video import is_stream_source
 from ssdcli.detections_io import write_detections
 from ssdcli.engine.detect_inputs import DetectItem, check_outputs, collect_inputs, picture_path
+from ssdcli.engine.detect_video import VideoRun, check_video_outputs, run_videos, split_videos
 from ssdcli.errors import SsdError, first_line
 from ssdcli.inference import Detector, Prediction
 from ssdcli.io_utils import atomic_write, atomic_write_text
@@ -66,6 +72,7 @@ class DetectSummary:
     seconds: float = 0.0
     out: Path | None = None
     json_path: Path | None = None
+    videos: VideoRun | None = None  # videos, streams and cameras (ssdcli.engine.detect_video)
 
     @property
     def images_per_s(self) -> float:
@@ -153,6 +160,7 @@ def run_detect(
     warn: Callable[[str], None] | None = None,
     force: bool = False,
     protected: Sequence[str | Path] = (),
+    vid_stride: int = 1,
 ) -> DetectSummary:
     """Run ``detector`` on ``inputs`` (files, folders, glob patterns); see the module docstring for outputs.
 
@@ -174,12 +182,16 @@ def run_detect(
     class_ids = _class_ids(classes, names)
     out = Path(out) if out is not None else None
     json_path = Path(json_path) if json_path is not None else None
-    items, ignored, folders = collect_inputs(inputs, recursive, exclude=out)
-    if not items:
+    streams = [s for s in inputs if is_stream_source(s) and not Path(s).expanduser().exists()]
+    files = [s for s in inputs if s not in streams]
+    items, ignored, folders = collect_inputs(files, recursive, exclude=out) if files else ([], 0, [])
+    items, videos = split_videos(items, streams)
+    if not items and not videos:
         hint = "" if recursive else " (use --recursive to include subfolders)"
         exts = ", ".join(sorted(IMAGE_EXTENSIONS))
         raise SsdError(f"{' '.join(inputs)}: no image files found{hint}; extensions read: {exts}")
     check_outputs(items, folders, out, json_path, force=force, protected=protected, save_txt=save_txt)
+    check_video_outputs(videos, out, force=force, protected=protected)
     warn = warn or (lambda message: None)
     summary = DetectSummary(ignored=ignored, out=out, json_path=json_path)
     counts = np.zeros(len(names) + 1, dtype=np.int64)
@@ -188,9 +200,10 @@ def run_detect(
     batches = [items[i : i + batch_size] for i in range(0, len(items), batch_size)]
     start = time.perf_counter()
     reporter = as_reporter(reporter)
-    reporter.start("detect", len(items), unit="img")
+    if items:
+        reporter.start("detect", len(items), unit="img")
     with ThreadPoolExecutor(max_workers=2) as pool:  # decode the next batch and save pictures while the model runs
-        pending = pool.submit(_load_batch, batches[0], size, draw)
+        pending = pool.submit(_load_batch, batches[0], size, draw) if batches else None
         writes: list[Future] = []
         done = 0
         for b in range(len(batches)):
@@ -223,15 +236,24 @@ def run_detect(
             reporter.advance("detect", len(batches[b]))
         for f in writes:
             f.result()
-    reporter.end("detect")
+    if items:
+        reporter.end("detect")
     summary.seconds = time.perf_counter() - start
     summary.per_class = {name: int(c) for name, c in zip(names, counts[1:])}
     summary.json_detections = len(records)
-    if summary.processed == 0:
+    if summary.processed == 0 and items and not videos:
         n = len(summary.skipped)
         raise SsdError(f"no image could be processed: all {n} input file(s) were skipped (see the warnings above)")
     if json_path is not None:
         write_detections(json_path, records)
+    if videos:
+        assert out is not None  # check_video_outputs refused videos without --out
+        summary.videos = run_videos(detector, videos, out, batch_size=batch_size, stride=vid_stride, conf=conf,
+                                    max_det=max_det, class_ids=class_ids, reporter=reporter, warn=warn)
+        summary.per_class = {k: v + int(c) for (k, v), c in zip(summary.per_class.items(), summary.videos.counts[1:])}
+        if summary.processed == 0 and summary.videos.frames == 0 and summary.videos.stopped_by is None:
+            n = len(summary.skipped) + len(summary.videos.skipped)
+            raise SsdError(f"nothing could be processed: all {n} input(s) were skipped (see the warnings above)")
     return summary
 
 

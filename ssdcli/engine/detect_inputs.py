@@ -1,7 +1,8 @@
 """Inputs and output names of ``ssd detect`` (:mod:`ssdcli.engine.detect`).
 
 Inputs: files (always tried), folders (``recursive``: subfolders too) and glob patterns; in folders and glob
-matches, files without an image extension and hidden files are ignored (counted). Output names keep the
+matches, files without an image or video extension and hidden files are ignored (counted); videos are then
+handed to :mod:`ssdcli.engine.detect_video`. Output names keep the
 input's relative path (files found in a folder: relative to that folder; files and glob matches: their name)
 and extension (else ``.jpg``); names that clash, ignoring the extension and case, get ``_2``, ``_3`` ...;
 inputs sharing a file stem use that output path without extension as ``image_id``. Outputs never overwrite
@@ -21,6 +22,7 @@ from pathlib import Path, PurePosixPath
 from PIL import Image
 
 from ssdcli.data.images import IMAGE_EXTENSIONS
+from ssdcli.data.video import is_video_name
 from ssdcli.errors import SsdError
 
 __all__ = ["DetectItem", "collect_inputs", "picture_path", "check_outputs"]
@@ -73,7 +75,8 @@ def collect_inputs(
 
 
 def _is_image_name(name: str) -> bool:
-    return not name.startswith(".") and Path(name).suffix.lower() in IMAGE_EXTENSIONS
+    """An image or a video name (not hidden)."""
+    return not name.startswith(".") and (Path(name).suffix.lower() in IMAGE_EXTENSIONS or is_video_name(name))
 
 
 def _scan_folder(folder: Path, recursive: bool, exclude: Path | None) -> tuple[list[Path], int]:

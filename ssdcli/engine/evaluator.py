@@ -27,6 +27,8 @@ from ssdcli.detections_io import DetectionCheck, detections_to_arrays
 from ssdcli.errors import SsdError, first_line
 from ssdcli.inference import Detector
 from ssdcli.metrics.coco import coco_evaluate
+from ssdcli.metrics.confusion import ConfusionMatrix, confusion_matrix
+from ssdcli.metrics.confusion_plot import plot_confusion_matrix
 from ssdcli.metrics.plots import PRCurve, plot_pr_curves
 from ssdcli.metrics.voc import GroundTruth, voc_evaluate
 from ssdcli.postprocess import PostprocessConfig
@@ -44,6 +46,7 @@ __all__ = [
     "evaluate_detections",
     "evaluate_detector",
     "write_pr_plots",
+    "write_confusion_plot",
 ]
 
 METRICS = ("voc07", "voc12", "coco")
@@ -70,6 +73,7 @@ class EvalReport:
     class_counts: dict[str, list[int]] = field(default_factory=dict)  # "gt" (non-difficult), "difficult", "detections" per class
     warnings: list[str] = field(default_factory=list)
     settings: dict = field(default_factory=dict)  # detector settings (filled by evaluate_detector)
+    confusion: ConfusionMatrix | None = None  # at IoU 0.5 and a stated score threshold
 
     @property
     def map(self) -> float:
@@ -90,6 +94,7 @@ class EvalReport:
             "settings": dict(self.settings),
             "warnings": list(self.warnings),
             "metrics": {k: r.to_dict() for k, r in self.results.items()},  # type: ignore[attr-defined]
+            "confusion": None if self.confusion is None else self.confusion.to_dict(),
         }
 
 
@@ -112,10 +117,12 @@ def check_class_names(model_names: Sequence[str], dataset_names: Sequence[str], 
         )
 
 
-def load_detector(weights: str | os.PathLike, device: torch.device | str, postprocess: PostprocessConfig) -> Detector:
+def load_detector(weights: str | os.PathLike, device: torch.device | str, postprocess: PostprocessConfig,
+                  flip_test: bool = False, test_scales: Sequence[float] | None = None) -> Detector:
     """``Detector.from_checkpoint`` for ``.pth`` checkpoints and ``.onnx`` models, missing ONNX support -> SsdError."""
     try:
-        return Detector.from_checkpoint(weights, device=device, postprocess=postprocess)
+        return Detector.from_checkpoint(weights, device=device, postprocess=postprocess, flip_test=flip_test,
+                                        test_scales=test_scales)
     except ImportError as e:  # onnxruntime missing or broken
         raise SsdError(f"{weights}: ONNX Runtime is not usable here ({first_line(e)})") from None
 
@@ -126,6 +133,8 @@ def detector_settings(detector: Detector) -> dict:
         "arch": cfg.arch, "image_size": cfg.image_size, "score_threshold": pp.score_threshold,
         "nms_threshold": pp.nms_threshold, "top_k": pp.top_k, "pre_nms_top_k": pp.pre_nms_top_k,
         "device": str(getattr(detector.backend, "device", "")), "backend": type(detector.backend).__name__,
+        "flip_test": bool(getattr(detector.backend, "flip_test", False)),
+        "test_scales": list(getattr(detector.backend, "test_scales", None) or []),
     }
 
 
@@ -199,11 +208,14 @@ def evaluate_detections(
     metrics: Sequence[str] = ("voc07",),
     *,
     source: str = "detections",
+    confusion_score: float | None = None,
 ) -> EvalReport:
     """Score detection dicts against a split's ground truth.
 
     ``class_names``: the dataset's foreground names (labels are 1-based indices into it). ``metrics``: any of
     ``voc07``, ``voc12``, ``coco``; the first is primary. ``source`` names the detections in messages.
+    ``confusion_score``: also compute the confusion matrix (:mod:`ssdcli.metrics.confusion`, IoU 0.5) at this
+    score threshold (``ssd eval``: ``--matrix-conf``, 0.25); None: none (``report.confusion`` is None).
     """
     metrics = parse_metrics(metrics)
     ids = [r.id for r in records]
@@ -229,10 +241,11 @@ def evaluate_detections(
     if no_gt:
         warnings.append(f"{len(no_gt)} classes have no (non-difficult) ground truth and are left out of the mean: "
                         f"{', '.join(no_gt[:5])}{' ...' if len(no_gt) > 5 else ''}")
+    confusion = None if confusion_score is None else confusion_matrix(arrays, gt, class_names, 0.5, confusion_score)
     return EvalReport(
         results={m: results[m] for m in metrics}, primary=metrics[0], class_names=list(class_names),
         num_images=len(records), num_objects=int(len(gt.class_index)), detection_check=check, class_counts=counts,
-        warnings=warnings,
+        warnings=warnings, confusion=confusion,
     )
 
 
@@ -274,3 +287,13 @@ def write_pr_plots(report: EvalReport, out_dir: str | os.PathLike) -> list[Path]
         plot_pr_curves(path, curves, title)
         written.append(path)
     return written
+
+
+def write_confusion_plot(report: EvalReport, out_dir: str | os.PathLike) -> Path | None:
+    """``confusion_matrix.png`` in ``out_dir`` (None when the report has no confusion matrix)."""
+    if report.confusion is None:
+        return None
+    path = Path(out_dir) / "confusion_matrix.png"
+    plot_confusion_matrix(path, report.confusion, f"Confusion matrix ({len(report.class_names)} classes, "
+                                                  f"{report.num_images} images)")
+    return path

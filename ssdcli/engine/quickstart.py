@@ -76,7 +76,7 @@ def quickstart_plan(root: Path, device: str = "auto", iters: int = 0, workers: i
         ),
         Step(
             "evaluate",
-            ["eval", "--weights", str(best), "--data", str(prepared), "--metric", "voc07,voc12", "--json",
+            ["eval", "--weights", str(best), "--data", str(prepared), "--metric", "voc07,voc12,coco", "--json",
              str(root / "eval" / "results.json"), "--out", str(root / "eval"), "--device", device],
         ),
         Step(

@@ -10,6 +10,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+from ssdcli.convert.pretrained import pretrained_arch
 from ssdcli.models.recipe import Recipe
 from ssdcli.models.registry import recipe_for
 
@@ -27,6 +28,7 @@ RECIPE_FIELDS: dict[str, str] = {
     "ema": "ema",
     "ema_decay": "ema_decay",
     "channels_last": "channels_last",
+    "freeze_backbone": "freeze_backbone",
 }
 
 
@@ -91,10 +93,15 @@ def resolve_recipe(recipe: Recipe, start: str, given: dict[str, Any], world: int
     return ResolvedRecipe(recipe, start, values, origins)
 
 
+def trained_arch(options: Any) -> str:
+    """The architecture a TrainOptions trains: ``--arch``, unless ``-w coco-<arch>`` names another."""
+    return pretrained_arch(options.weights) or options.arch
+
+
 def resolve_for(options: Any, world: int = 1) -> ResolvedRecipe:
     """The recipe ``options`` (a TrainOptions) select by architecture and start, resolved against its flags."""
     start = start_kind(options.weights, options.backbone_weights, options.pretrained_backbone)
-    recipe = recipe_for(options.arch, start)
+    recipe = recipe_for(trained_arch(options), start)
     return resolve_recipe(recipe, start, {k: getattr(options, k) for k in RECIPE_FIELDS}, world)
 
 

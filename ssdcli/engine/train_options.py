@@ -10,6 +10,7 @@ from typing import Any
 
 from ssdcli.engine.optim import OPTIMIZERS
 from ssdcli.errors import SsdError
+from ssdcli.loss import BOX_LOSSES
 from ssdcli.models.registry import available_models
 
 AUGMENT_KINDS: tuple[str, ...] = ("fast", "reference")
@@ -71,9 +72,17 @@ class TrainOptions:
     ema: bool | None = option(None, "Keep, validate and save an EMA of the weights (default: the recipe's).",
                               flag="--ema/--no-ema")  # fmt: skip
     ema_decay: float | None = option(None, "EMA decay (default: the recipe's).", min=0.5, max=0.999999)
+    freeze_backbone: float | None = option(None, "Do not update the backbone during this fraction of the run (0-1; "
+                                           "fine-tuning: the heads adapt first; default: the recipe's).", min=0.0,
+                                           max=1.0)  # fmt: skip
     augment: str = option("fast", "fast (the model's own pipeline) or reference (SSD only: the torchvision v2 "
                           "composition, slower).", choices=AUGMENT_KINDS)  # fmt: skip
     compile: bool = option(False, "torch.compile the model.", flag="--compile")
+    box_loss: str = option("smooth_l1", "SSD box regression: smooth_l1 (the paper) or smooth L1 plus an IoU-aware "
+                           "term on the decoded boxes: giou, diou, ciou.", choices=BOX_LOSSES)  # fmt: skip
+    box_loss_weight: float = option(1.0, "Weight of the IoU term of --box-loss.", min=0.0, max=100.0)
+    fit_priors: bool = option(False, "Re-fit the SSD prior sizes and aspect ratios to the training boxes (same "
+                              "layout; stored in the checkpoint).", flag="--fit-priors")  # fmt: skip
     grad_clip: float | None = option(None, "Clip the gradient norm to this value.", min=1e-12)
     eval_every: int | None = option(None, "Validate every N iterations (default: 4 times per run).", min=1)
     patience: int | None = option(None, "Stop after N validations without a better val mAP (default: never).",
@@ -83,8 +92,12 @@ class TrainOptions:
                             "optimistic).")  # fmt: skip
     val_metric: str = option("coco", "Metric that picks best.pth: coco (AP@[.5:.95], rewards tight boxes) or voc07 / "
                              "voc12 (mAP@0.5).", choices=VAL_METRICS)  # fmt: skip
-    weights: str | None = option(None, "Fine-tune from a native checkpoint (selects the fine-tuning recipe).",
-                                 flag="--weights/-w", kind="path")  # fmt: skip
+    weights: str | None = option(None, "Fine-tune from a native checkpoint, or coco-ssd300 / coco-ssdlite320 "
+                                 "(torchvision's COCO model: downloaded once, converted, cached); selects the "
+                                 "fine-tuning recipe.", flag="--weights/-w", kind="path")  # fmt: skip
+    class_map: str | None = option(None, "With --weights of other classes: NEW=OLD pairs (dataset class = "
+                                   "checkpoint class), comma-separated or a file; equal names (any case) and VOC/COCO "
+                                   "spellings match by themselves.")  # fmt: skip
     backbone_weights: str | None = option(None, "ImageNet backbone state dict file (torchvision format).",
                                           kind="path")  # fmt: skip
     pretrained_backbone: bool = option(False, "Fetch torchvision's ImageNet backbone (needs internet).",
@@ -100,6 +113,7 @@ class TrainOptions:
     max_bad_steps: int = 5  # non-finite losses in a row before the run stops
     stop_after: int | None = None  # end this process after N iterations, as if interrupted (tests, drills)
     recipe: dict | None = None  # filled by the trainer: the recipe used and where each value came from
+    class_transfer: dict | None = None  # filled by the trainer: which classes kept trained rows (--weights)
 
     def validate(self) -> None:
         """Check every declared range and choice (the CLI checks the same before parsing ends)."""

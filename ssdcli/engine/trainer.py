@@ -12,7 +12,9 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader
 
+from ssdcli.boxes import pixel_to_relative
 from ssdcli.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
+from ssdcli.convert.pretrained import pretrained_arch
 from ssdcli.data.dataset import DetectionDataset
 from ssdcli.data.records import load_prepared
 from ssdcli.data.replacement import ReplacingDataset, collate_with_replacements, count_missing
@@ -36,6 +38,7 @@ from ssdcli.errors import SsdError
 from ssdcli.io_utils import atomic_write_text
 from ssdcli.models.base import DetectorModel
 from ssdcli.models.recipe import Recipe
+from ssdcli.prior_fit import PriorCoverage
 from ssdcli.reporting import Fanout, NullReporter, Reporter, as_reporter
 
 
@@ -156,13 +159,20 @@ class _Run:
             state = ckpt.train_state
             self.start_iter = int(state["iteration"])
         else:
+            coco_arch = pretrained_arch(options.weights)
+            if coco_arch and coco_arch != options.arch:
+                self.say(f"--weights {options.weights}: training '{coco_arch}' (not '{options.arch}')")
+                options.arch = coco_arch
             self._resolve_recipe()
-            self.model = init_model(
+            self.model, transfer = init_model(
                 options.arch, self.classes, options.img_size, options.weights, options.backbone_weights,
-                options.pretrained_backbone, self.say,
+                options.pretrained_backbone, self.say, options.class_map,
             )
+            options.class_transfer = transfer.to_dict() if transfer is not None else None
+            self._check_priors(train_records)
             state = None
             self.start_iter = 0
+        self.model.set_box_loss(options.box_loss, options.box_loss_weight)
         self.recipe = Recipe(**{**options.recipe["recipe"], "milestones": tuple(options.recipe["recipe"]["milestones"])})
         self.config = self.model.config
         transform = train_transform(self.model, options.zoom_out, options.augment)
@@ -195,6 +205,8 @@ class _Run:
         self._fitted = state is not None  # a resumed run keeps the warm-up and validation rhythm it had
         self.amp = options.amp if options.amp is not None else device.type == "cuda"
         self.scaler = torch.amp.GradScaler(device.type, enabled=self.amp and device.type == "cuda")
+        self.frozen_params = self._backbone_params(options.freeze_backbone)
+        self.backbone_frozen = False
         self.best_map: float | None = None
         self.last_map: float | None = None
         self.bad_steps = 0
@@ -238,6 +250,19 @@ class _Run:
             self.eval_every = int(state["eval_every"])  # a length fitted to the time set it at the first fit
         self.validator = (Validator(self.val_records, self.classes, options.val_metric, device, options.workers,
                                     reporter=self.report) if self.val_records else None)  # fmt: skip
+
+    def _check_priors(self, records: list) -> None:
+        """Print how the priors cover the training boxes; with --fit-priors re-fit them first (fresh runs only:
+        the fitted spec is in the model's config, so checkpoints, resume, detect and export use it)."""
+        boxes = relative_boxes(records)
+        before = self.model.prior_coverage(boxes)
+        if self.o.fit_priors:
+            self.model.refit_priors(boxes, seed=self.o.seed)  # families without priors refuse here
+        if before is None:
+            return
+        self.say(f"prior fit: {_coverage_text(before)}")
+        if self.o.fit_priors:
+            self.say(f"priors re-fitted to the training boxes: {_coverage_text(self.model.prior_coverage(boxes))}")
 
     def _validation_split(self, data) -> list:
         """The records ``best.pth`` is chosen on: ``val`` by default; test only when asked (and said so)."""
@@ -363,6 +388,7 @@ class _Run:
             while it < self.total:
                 images, boxes, labels = self._next_batch(batches, it)
                 set_lr(self.optimizer, self.schedule.lr(it))
+                self.backbone_frozen = it < round(float(o.freeze_backbone or 0.0) * self.total)
                 losses = self._step(images, boxes, labels)
                 it += 1
                 self._account(losses, it)
@@ -468,6 +494,16 @@ class _Run:
         signum, late = D.all_reduce_max([stops.signum or 0, int(out_of_time)], self.dist)
         return signum, bool(late)
 
+    def _backbone_params(self, fraction: float | None) -> list[torch.nn.Parameter]:
+        """The parameters ``--freeze-backbone`` holds still (none when it is 0)."""
+        if not fraction:
+            return []
+        prefixes = self.model.backbone_parameter_prefixes()
+        if not prefixes:
+            raise SsdError(f"--freeze-backbone: {self.config.arch} names no backbone to freeze")
+        self.say(f"backbone ({', '.join(prefixes)}) not updated during the first {fraction:g} of the run")
+        return [p for name, p in self.model.named_parameters() if name.startswith(prefixes)]
+
     def _step(self, images: torch.Tensor, boxes: list[torch.Tensor], labels: list[torch.Tensor]) -> dict[str, float] | None:
         dev = self.device
         x = self.config.preprocess.normalize(images.to(dev, non_blocking=True))
@@ -485,6 +521,9 @@ class _Run:
         if finite.item() < 1.0:
             return None
         self.scaler.scale(total).backward()
+        if self.backbone_frozen:  # --freeze-backbone: no gradient, so no update (nor decay, momentum) this step
+            for p in self.frozen_params:
+                p.grad = None
         if self.o.grad_clip:
             self.scaler.unscale_(self.optimizer)
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.o.grad_clip)
@@ -506,6 +545,8 @@ class _Run:
                 self.o.warmup_iters = warmup_iters(self.recipe, new_total)
             if not self.o.eval_every:
                 self.eval_every = max(1, new_total // 4)
+            if self.dist.is_main:  # now with the warm-up the first fit resolved
+                atomic_write_text(self.run_dir / "options.json", _json(asdict(self.o)))
         self.schedule = self._schedule(new_total)
         self.report.start("train", new_total, unit="it", done=it)
 
@@ -557,12 +598,27 @@ class _Run:
         if not self.dist.is_main:
             return
         meta = {"iteration": it, "val_map": self.last_map, "val_metric": self.o.val_metric, "dataset": self.o.data}
+        if self.o.class_transfer:
+            meta["class_transfer"] = self.o.class_transfer
         weights = self.ema.module if self.ema is not None else self.model  # EMA: the raw weights are in the state
         save_checkpoint(self.run_dir / name, weights, train_state=self._training_state(it), meta=meta)
 
 
 _OPEN_END = 2**62  # sampler end for a length fitted to the time (the loop stops at the fitted total)
 _REFIT_EVERY = 25  # iterations between two fits of the length to the time left
+
+
+def relative_boxes(records: list) -> torch.Tensor:
+    """All non-difficult boxes of ``records`` as ``[M,4]`` xyxy relative to their image (what the priors see)."""
+    chunks = [pixel_to_relative(torch.from_numpy(r.boxes[~r.difficult]).float(), r.width, r.height)
+              for r in records if len(r.boxes)]  # fmt: skip
+    return torch.cat(chunks) if chunks else torch.zeros((0, 4))
+
+
+def _coverage_text(c: PriorCoverage) -> str:
+    return (f"mean best-prior IoU {c.mean_best_iou:.3f} over {c.boxes} training boxes, "
+            f"{100 * c.below_threshold:.1f}% below the {c.threshold:g} matching threshold, "
+            f"{c.mean_positives:.1f} positive priors per box")  # fmt: skip
 
 
 def _duration(seconds: float) -> str:

@@ -4,5 +4,6 @@ Layer: below the workflows (``engine``, ``deploy``) that use it, above ``checkpo
 """
 
 from ssdcli.inference.detector import Detector, InferenceBackend, Prediction, TorchBackend, detections_to_prediction
+from ssdcli.inference.video import FramePrediction
 
-__all__ = ["Detector", "InferenceBackend", "Prediction", "TorchBackend", "detections_to_prediction"]
+__all__ = ["Detector", "FramePrediction", "InferenceBackend", "Prediction", "TorchBackend", "detections_to_prediction"]

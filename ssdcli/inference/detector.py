@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol, Sequence
+from typing import Iterator, Protocol, Sequence
 
 import numpy as np
 import torch
@@ -17,8 +17,10 @@ import torch
 from ssdcli.boxes import relative_to_pixel
 from ssdcli.checkpoint import load_model
 from ssdcli.data.images import resize_square, to_image_tensor
-from ssdcli.device import resolve_device
+from ssdcli.device import cpu_bf16_supported, resolve_device
+from ssdcli.errors import SsdError
 from ssdcli.inference.onnx_backend import OnnxBackend
+from ssdcli.inference.video import FramePrediction, predict_video
 from ssdcli.models.base import DetectorModel, ModelConfig
 from ssdcli.postprocess import Detections, PostprocessConfig
 
@@ -35,18 +37,27 @@ class InferenceBackend(Protocol):
 class TorchBackend:
     """A :class:`DetectorModel` as an :class:`InferenceBackend`.
 
-    ``half``: fp16 weights and inputs on CUDA (ignored elsewhere). ``flip_test``: models with a
+    ``half``: fp16 weights and inputs on CUDA; on CPU bfloat16 autocast (``self.bf16``), refused with SsdError on
+    CPUs without native bf16 (AVX-512 BF16 / AMX). ``flip_test``: models with a
     ``forward_flip_test(images)`` hook (CenterNet) run it instead of ``forward``: one pass over the batch and its
     mirror image, merged into outputs of ``forward``'s format; ignored for models without it (``self.flip_test``
-    says whether it is used).
+    says whether it is used). ``test_scales``: multi-scale testing through the model's ``detect_multi_scale``
+    (CenterNet: every scale of the input size, merged by NMS); SsdError for models without it.
     """
 
-    def __init__(self, model: DetectorModel, device: torch.device, half: bool = False, flip_test: bool = False) -> None:
+    def __init__(self, model: DetectorModel, device: torch.device, half: bool = False, flip_test: bool = False,
+                 test_scales: Sequence[float] | None = None) -> None:
+        if test_scales and not model.supports_multi_scale:
+            raise SsdError(f"--test-scales: {model.config.arch} has no multi-scale testing (CenterNet models have)")
         self.model = model.to(device).eval()
         self.config = model.config
         self.device = device
         self.half = half and device.type == "cuda"
+        self.bf16 = half and device.type == "cpu"
+        if self.bf16 and not cpu_bf16_supported():
+            raise SsdError("--half on CPU means bfloat16, which this CPU lacks (no AVX-512 BF16 / AMX); drop --half")
         self.flip_test = bool(flip_test) and model.supports_flip_test
+        self.test_scales = tuple(float(s) for s in test_scales) if test_scales else None
         if self.half:
             self.model.half()
 
@@ -54,7 +65,10 @@ class TorchBackend:
     def detect(self, batch: torch.Tensor, postprocess: PostprocessConfig) -> list[Detections]:
         batch = batch.to(self.device, non_blocking=True)
         batch = batch.half() if self.half else batch
-        outputs = self.model.forward_flip_test(batch) if self.flip_test else self.model(batch)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.bf16):
+            if self.test_scales:
+                return self.model.detect_multi_scale(batch, self.test_scales, postprocess, self.flip_test)
+            outputs = self.model.forward_flip_test(batch) if self.flip_test else self.model(batch)
         return self.model.decode(tuple(o.float() for o in outputs), postprocess)
 
 
@@ -109,15 +123,24 @@ class Detector:
         postprocess: PostprocessConfig | None = None,
         half: bool = False,
         flip_test: bool = False,
+        test_scales: Sequence[float] | None = None,
     ) -> "Detector":
         """Open a native ``.pth`` checkpoint, or an exported ``.onnx`` model (run through ONNX Runtime).
 
-        ``half`` / ``flip_test``: see :class:`TorchBackend` (checkpoints only; an ONNX model runs its graph as is).
+        ``half`` / ``flip_test`` / ``test_scales``: see :class:`TorchBackend` (checkpoints only: an ONNX model
+        runs its graph as is). ``flip_test`` or ``test_scales`` that the model cannot do: SsdError.
         """
         dev = device if isinstance(device, torch.device) else resolve_device(device)
         if Path(path).suffix.lower() == ".onnx":
+            if flip_test or test_scales:
+                what = "--flip-test" if flip_test else "--test-scales"
+                raise SsdError(f"{what}: {path} is an exported model, which runs its graph as is (use the .pth "
+                               "checkpoint)")
             return cls(OnnxBackend(path, dev), postprocess)
-        return cls(TorchBackend(load_model(path, "cpu"), dev, half=half, flip_test=flip_test), postprocess)
+        backend = TorchBackend(load_model(path, "cpu"), dev, half=half, flip_test=flip_test, test_scales=test_scales)
+        if flip_test and not backend.flip_test:
+            raise SsdError(f"--flip-test: {backend.config.arch} has no flip test (CenterNet models have)")
+        return cls(backend, postprocess)
 
     @property
     def class_names(self) -> list[str]:
@@ -159,3 +182,10 @@ class Detector:
             tensors = [to_image_tensor(x) for x in items[start : start + batch_size]]  # type: ignore[arg-type]
             out.extend(self.predict_tensors(tensors))
         return out
+
+    def predict_video(self, source: str | os.PathLike, batch_size: int = 8, stride: int = 1,
+                      keep_frames: bool = False) -> Iterator[FramePrediction]:
+        """Detect objects in every ``stride``-th frame of a video file, stream URL or camera index (``"0"``):
+        an iterator of :class:`~ssdcli.inference.video.FramePrediction` (``index``, ``time`` in seconds,
+        ``prediction``; ``image`` with ``keep_frames``). See :func:`ssdcli.inference.video.predict_video`."""
+        return predict_video(self, source, batch_size=batch_size, stride=stride, keep_frames=keep_frames)

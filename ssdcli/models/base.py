@@ -10,8 +10,11 @@
   ``reference_augment`` the optional slow torchvision v2 version of it.
 * ``export_graph(config)`` -> the ONNX export module (contract: :mod:`ssdcli.models.export_graph`);
   ``export_arrays()`` / ``decoder_name`` what a raw-outputs export stores beside it.
-* ``supports_flip_test`` / ``forward_flip_test(images)``: optional test-time flip.
-* ``head_parameter_prefixes()``: the class-dependent layers (re-initialised when fine-tuning to new classes).
+* ``supports_flip_test`` / ``forward_flip_test(images)``: optional test-time flip; ``supports_multi_scale`` /
+  ``detect_multi_scale(images, scales, config, flip_test)``: optional multi-scale testing.
+* ``export_support(opset)``: None, or why the model cannot be exported at that opset.
+* ``head_parameter_prefixes()``: the class-dependent layers (re-initialised when fine-tuning to new classes);
+  ``transfer_class_rows(src_state, rows)`` keeps the trained rows of classes that exist in both class lists.
 * ``config`` -> :class:`ModelConfig`, everything needed to rebuild the model and feed it (stored in checkpoints).
 
 Nothing here is specific to one family: defaults either raise or describe "no such feature".
@@ -19,7 +22,7 @@ Nothing here is specific to one family: defaults either raise or describe "no su
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 import torch
@@ -29,6 +32,7 @@ from ssdcli.data.transforms import TrainAugment
 from ssdcli.errors import SsdError
 from ssdcli.postprocess import Detections, PostprocessConfig
 from ssdcli.preprocess import Preprocess
+from ssdcli.prior_fit import PriorCoverage
 
 
 @dataclass
@@ -112,6 +116,20 @@ class DetectorModel(nn.Module):
             f"--augment reference: {self.config.arch} brings its own augmentation (no torchvision v2 reference)"
         )
 
+    def set_box_loss(self, kind: str, weight: float = 1.0) -> None:
+        """Train box regression with ``kind`` (one of :data:`ssdcli.loss.BOX_LOSSES`; ``--box-loss``); families
+        with a box loss of their own accept only the default and refuse the others."""
+        if kind != "smooth_l1":
+            raise SsdError(f"--box-loss {kind}: {self.config.arch} has a box loss of its own (the option is for SSD)")
+
+    def prior_coverage(self, boxes: torch.Tensor) -> PriorCoverage | None:
+        """How the model's priors cover ``boxes`` (``[M,4]`` relative xyxy); None for families without priors."""
+        return None
+
+    def refit_priors(self, boxes: torch.Tensor, seed: int = 0) -> None:
+        """Re-fit the prior sizes and aspect ratios to ``boxes`` (same layout, recorded in :attr:`config`)."""
+        raise SsdError(f"--fit-priors: {self.config.arch} has no priors to fit")
+
     def export_graph(self, config: PostprocessConfig) -> nn.Module:
         """A module for ONNX export mapping a normalised batch to final detections (decode and NMS or peak
         extraction inside the graph). The output contract is defined in :mod:`ssdcli.models.export_graph`."""
@@ -122,6 +140,11 @@ class DetectorModel(nn.Module):
         (SSD: ``{"priors": [P,4]}``, saved as ``<stem>.priors.npy``); none by default."""
         return {}
 
+    def export_support(self, opset: int) -> str | None:
+        """None when the model exports to ONNX at ``opset``, else the one-line reason (e.g. an operator that ONNX
+        has only from a later opset on), naming what to use instead."""
+        return None
+
     @property
     def decoder_name(self) -> str:
         """How the raw outputs are decoded, recorded in ONNX metadata (default: the architecture name)."""
@@ -131,12 +154,33 @@ class DetectorModel(nn.Module):
         """State-dict prefixes of the class-dependent layers (re-initialised when fine-tuning to new classes)."""
         raise NotImplementedError
 
+    def backbone_parameter_prefixes(self) -> tuple[str, ...]:
+        """State-dict prefixes of the feature extractor (``--freeze-backbone``); none by default."""
+        return ()
+
+    def transfer_class_rows(self, src_state: Mapping[str, torch.Tensor], rows: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Tensors under :meth:`head_parameter_prefixes` for this model, taken from ``src_state`` (a checkpoint of
+        the same architecture trained on other classes): ``rows`` ``[num_classes]`` (long, background at 0) gives,
+        for each class of this model, the source class whose trained output row it keeps, or -1 to keep this
+        model's fresh initialisation. Class-independent parts of those layers are copied whole. Returns the
+        tensors to load (state-dict keys); families without class-row knowledge return none (heads stay fresh)."""
+        return {}
+
     supports_flip_test: bool = False  # True: :meth:`forward_flip_test` is implemented
 
     def forward_flip_test(self, images: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """One pass over ``images`` and their mirror image, merged into outputs of :meth:`forward`'s format
         (families that set :attr:`supports_flip_test`)."""
         raise NotImplementedError(f"{self.config.arch} has no flip test")
+
+    supports_multi_scale: bool = False  # True: :meth:`detect_multi_scale` is implemented
+
+    def detect_multi_scale(
+        self, images: torch.Tensor, scales: tuple[float, ...], config: PostprocessConfig, flip_test: bool = False
+    ) -> list[Detections]:
+        """Detections for a normalised batch at the model input size, run at every ``scale`` of that size and
+        merged (families that set :attr:`supports_multi_scale`)."""
+        raise SsdError(f"--test-scales: {self.config.arch} has no multi-scale testing")
 
     @property
     def output_names(self) -> tuple[str, ...]:

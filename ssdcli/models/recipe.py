@@ -43,6 +43,7 @@ class Recipe:
     ema: bool = False  # validate, keep and export an exponential moving average of the weights
     ema_decay: float = 0.9998
     channels_last: bool = False
+    freeze_backbone: float = 0.0  # fraction of the run (from its start) in which the backbone is not updated
     warning: str = ""  # printed when a run uses this recipe (e.g. a VGG without BatchNorm from random weights)
     sources: dict[str, str] = field(default_factory=dict)  # field name -> where the value comes from
 

@@ -1,4 +1,5 @@
-"""CenterNet ("Objects as Points") with a torchvision ResNet backbone.
+"""CenterNet ("Objects as Points") with a torchvision ResNet backbone; :class:`CenterNetBase` holds what every
+CenterNet shares (heads, loss, decoding, flip and multi-scale testing, export), :mod:`.dla_model` the DLA-34 one.
 
 Layout (state-dict names)::
 
@@ -30,19 +31,23 @@ from __future__ import annotations
 
 import copy
 from collections import OrderedDict
+from collections.abc import Mapping
 
 import torch
 import torchvision
 from torch import nn
-from torchvision.ops import DeformConv2d
 
 from ssdcli.errors import SsdError
 from ssdcli.models.base import DetectorModel, ModelConfig
 from ssdcli.models.centernet import decode as cn_decode
 from ssdcli.models.centernet.augment import CenterNetTrainAugment
+from ssdcli.models.centernet.deform import ModulatedDeformConv3x3
 from ssdcli.models.centernet.graph import CenterNetExportGraph
 from ssdcli.models.centernet.loss import OFFSET_WEIGHT, SIZE_WEIGHT, centernet_loss
+from ssdcli.models.centernet.multiscale import detect_multi_scale
+from ssdcli.models.centernet.onnx_ops import MIN_OPSET as DEFORM_MIN_OPSET
 from ssdcli.models.centernet.targets import encode_centernet_targets
+from ssdcli.models.class_rows import remap_rows
 from ssdcli.postprocess import Detections, PostprocessConfig
 
 OUTPUT_STRIDE = 4
@@ -91,22 +96,6 @@ class ResNetBackbone(nn.Module):
         return out
 
 
-class ModulatedDeformConv3x3(nn.Module):
-    """DCNv2-style 3x3 conv from ``torchvision.ops.DeformConv2d`` (no compiled extension). Offsets and masks
-    come from a zero-initialised 3x3 conv, so it starts as a plain conv with a 0.5 mask."""
-
-    def __init__(self, cin: int, cout: int) -> None:
-        super().__init__()
-        self.offset_mask = nn.Conv2d(cin, 27, kernel_size=3, padding=1)
-        nn.init.zeros_(self.offset_mask.weight)
-        nn.init.zeros_(self.offset_mask.bias)
-        self.conv = DeformConv2d(cin, cout, kernel_size=3, padding=1, bias=False)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        om = self.offset_mask(x)
-        return self.conv(x, om[:, :18], torch.sigmoid(om[:, 18:]))
-
-
 def _up_stage(cin: int, cout: int, deform: bool) -> nn.Sequential:
     conv: nn.Module = ModulatedDeformConv3x3(cin, cout) if deform else nn.Conv2d(cin, cout, 3, padding=1, bias=False)
     return nn.Sequential(
@@ -134,58 +123,64 @@ def _head(cin: int, mid: int, cout: int, heatmap_bias: float | None = None) -> n
     return head
 
 
-class CenterNet(DetectorModel):
-    """Anchor-free detector: class-centre heatmap + size + offset at stride 4. See the module docstring."""
+class CenterNetBase(DetectorModel):
+    """Anchor-free detector: class-centre heatmap + size + offset at stride 4 (the parts every CenterNet backbone
+    shares). Subclasses build the backbone and neck, then call :meth:`_build_heads`, and implement
+    :meth:`features` (normalised images of any size divisible by 32 -> the stride-4 feature map)."""
 
-    def __init__(self, config: ModelConfig, backbone: nn.Module, in_channels: int) -> None:
-        super().__init__()
+    def _init_settings(self, config: ModelConfig, defaults: dict, legacy: dict | None = None) -> None:
         if config.image_size % 32 != 0 or config.image_size <= 0:
             raise SsdError(f"--img-size: {config.arch} needs an input size divisible by 32, got {config.image_size}")
-        saved = "neck_channels" in config.extra  # a config written back by an earlier build (a checkpoint)
-        for key, value in DEFAULTS.items():
-            config.extra.setdefault(key, copy.deepcopy(LEGACY[key] if saved and key in LEGACY else value))
+        saved = any(k in config.extra for k in ("neck_channels", "max_peaks"))  # written back by an earlier build
+        for key, value in defaults.items():
+            config.extra.setdefault(key, copy.deepcopy(legacy[key] if saved and legacy and key in legacy else value))
         self.config = config
         self.settings = config.extra
         self.num_foreground = config.num_classes - 1
         self.out_size = config.image_size // OUTPUT_STRIDE
-        self.backbone = backbone
-        chans = [in_channels] + [int(c) for c in self.settings["neck_channels"]]
-        if len(chans) != 4:
-            raise SsdError(f"{config.arch}: neck_channels needs 3 entries, got {self.settings['neck_channels']}")
-        self.neck = nn.Sequential(*(_up_stage(a, b, bool(self.settings["deform"])) for a, b in zip(chans, chans[1:])))
-        for stage in self.neck:
-            conv = stage.conv.conv if isinstance(stage.conv, ModulatedDeformConv3x3) else stage.conv
-            nn.init.kaiming_normal_(conv.weight, mode="fan_out", nonlinearity="relu")
-        self.lateral: nn.ModuleList | None = None
-        if bool(self.settings["skips"]):
-            skip_in = list(getattr(backbone, "stage_channels", ()))[-2::-1]  # layer3, layer2, layer1
-            if len(skip_in) != 3:
-                raise SsdError(f"{config.arch}: skip connections need a backbone with 4 stages")
-            self.lateral = nn.ModuleList(nn.Conv2d(a, b, 1) for a, b in zip(skip_in, chans[1:]))
-        mid, feat = int(self.settings["head_conv"]), chans[-1]
+
+    def _build_heads(self, feat: int) -> None:
+        mid = int(self.settings["head_conv"])
         self.head_heatmap = _head(feat, mid, self.num_foreground, HEATMAP_BIAS)
         self.head_size = _head(feat, mid, 2)
         self.head_offset = _head(feat, mid, 2)
 
-    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        self.check_input(images)
-        if self.lateral is None:
-            f = self.neck(self.backbone(images))
-        else:
-            feats = self.backbone.features(images)
-            f = feats[-1]
-            for stage, lateral, skip in zip(self.neck, self.lateral, feats[-2::-1]):
-                f = stage(f) + lateral(skip)
+    def features(self, images: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def raw_outputs(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """:meth:`forward` without the input-size check: any ``[N,3,H,W]`` with ``H, W`` divisible by 32
+        (multi-scale testing)."""
+        f = self.features(images)
         return self.head_heatmap(f), self.head_size(f), self.head_offset(f)
 
+    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        self.check_input(images)
+        return self.raw_outputs(images)
+
     supports_flip_test = True
+    supports_multi_scale = True
+
+    def flip_outputs(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """One pass over ``images`` (any size divisible by 32) and their mirror image, merged by
+        :func:`.decode.merge_flip`."""
+        both = self.raw_outputs(torch.cat((images, images.flip(-1))))
+        n = images.shape[0]
+        return cn_decode.merge_flip(tuple(o[:n] for o in both), tuple(o[n:] for o in both))  # type: ignore[arg-type]
 
     def forward_flip_test(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Flip test hook: one pass over ``images`` and their mirror image, merged by :func:`.decode.merge_flip`
         into outputs of the same format as :meth:`forward` (decode them with :meth:`decode`)."""
-        both = self(torch.cat((images, images.flip(-1))))
-        n = images.shape[0]
-        return cn_decode.merge_flip(tuple(o[:n] for o in both), tuple(o[n:] for o in both))  # type: ignore[arg-type]
+        self.check_input(images)
+        return self.flip_outputs(images)
+
+    def detect_multi_scale(
+        self, images: torch.Tensor, scales: tuple[float, ...], config: PostprocessConfig, flip_test: bool = False
+    ) -> list[Detections]:
+        """Multi-scale test (see :func:`.multiscale.detect_multi_scale`): ``images`` at the model input size."""
+        self.check_input(images)
+        forward = self.flip_outputs if flip_test else self.raw_outputs
+        return detect_multi_scale(forward, images, scales, config, int(self.settings["max_peaks"]))
 
     def _device(self) -> torch.device:
         return next(self.parameters()).device
@@ -231,9 +226,71 @@ class CenterNet(DetectorModel):
     def head_parameter_prefixes(self) -> tuple[str, ...]:
         return ("head_heatmap.",)
 
+    def backbone_parameter_prefixes(self) -> tuple[str, ...]:
+        return ("backbone.",)  # the ResNet / DLA trunk (the neck and heads train)
+
+    def transfer_class_rows(self, src_state: Mapping[str, torch.Tensor], rows: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The heat-map head's 1x1 output conv has one channel per foreground class (no background: ``rows[1:]``
+        shifted to 0-based); its 3x3 conv is class-independent and copied whole."""
+        out: dict[str, torch.Tensor] = {}
+        fg = torch.where(rows[1:] > 0, rows[1:] - 1, -1)
+        for name, own in self.head_heatmap.state_dict().items():
+            key = f"head_heatmap.{name}"
+            src = src_state.get(key)
+            if src is None:
+                continue
+            out[key] = remap_rows(own, src, fg) if name.startswith("2.") else src
+        return out
+
+    @property
+    def plain_variant(self) -> str:
+        """What to use instead when deformable convolutions cannot be exported."""
+        return f"{self.config.arch} without extra deform=True"
+
+    def export_support(self, opset: int) -> str | None:
+        """Deformable convolutions export as ONNX ``DeformConv``, which exists from opset 19 on."""
+        if bool(self.settings.get("deform")) and opset < DEFORM_MIN_OPSET:
+            return (
+                f"--opset {opset}: {self.config.arch} has deformable convolutions, which ONNX has as DeformConv from "
+                f"opset {DEFORM_MIN_OPSET} on (use --opset {DEFORM_MIN_OPSET} or newer, or train {self.plain_variant})"
+            )
+        return None
+
     @property
     def output_names(self) -> tuple[str, ...]:
         return ("heatmap", "size", "offset")
+
+
+class CenterNet(CenterNetBase):
+    """CenterNet with a torchvision ResNet backbone and the bilinear up-sampling neck (module docstring)."""
+
+    def __init__(self, config: ModelConfig, backbone: nn.Module, in_channels: int) -> None:
+        super().__init__()
+        self._init_settings(config, DEFAULTS, LEGACY)
+        self.backbone = backbone
+        chans = [in_channels] + [int(c) for c in self.settings["neck_channels"]]
+        if len(chans) != 4:
+            raise SsdError(f"{config.arch}: neck_channels needs 3 entries, got {self.settings['neck_channels']}")
+        self.neck = nn.Sequential(*(_up_stage(a, b, bool(self.settings["deform"])) for a, b in zip(chans, chans[1:])))
+        for stage in self.neck:
+            conv = stage.conv.conv if isinstance(stage.conv, ModulatedDeformConv3x3) else stage.conv
+            nn.init.kaiming_normal_(conv.weight, mode="fan_out", nonlinearity="relu")
+        self.lateral: nn.ModuleList | None = None
+        if bool(self.settings["skips"]):
+            skip_in = list(getattr(backbone, "stage_channels", ()))[-2::-1]  # layer3, layer2, layer1
+            if len(skip_in) != 3:
+                raise SsdError(f"{config.arch}: skip connections need a backbone with 4 stages")
+            self.lateral = nn.ModuleList(nn.Conv2d(a, b, 1) for a, b in zip(skip_in, chans[1:]))
+        self._build_heads(chans[-1])
+
+    def features(self, images: torch.Tensor) -> torch.Tensor:
+        if self.lateral is None:
+            return self.neck(self.backbone(images))
+        feats = self.backbone.features(images)
+        f = feats[-1]
+        for stage, lateral, skip in zip(self.neck, self.lateral, feats[-2::-1]):
+            f = stage(f) + lateral(skip)
+        return f
 
     def load_backbone_state(self, state: dict[str, torch.Tensor]) -> None:
         """Load a torchvision ResNet ``state_dict`` (e.g. ImageNet weights) into ``backbone.body``; ``fc.*`` keys

@@ -29,3 +29,22 @@ FINETUNE = Recipe(
 )
 
 RECIPES = {"scratch": SCRATCH, "backbone": PAPER, "finetune": FINETUNE}
+
+# centernet-dla34: the paper's DLA-34 recipe at its 512 px input for an ImageNet backbone; from scratch the
+# ResNet-18 CPU recipe above (not measured for DLA-34: same optimiser, lr and size, by analogy).
+_DLA_PAPER = "CenterNet paper, DLA-34 (Adam 1.25e-4 @ 32, 140 epochs, x0.1 at 90 and 120, 512 px)"
+DLA_PAPER = Recipe(
+    name="centernet-dla34-paper", optimizer="adam", lr=1.25e-4, batch=32, lr_scaling="linear", momentum=0.9,
+    weight_decay=0.0, bias_lr_factor=1.0, schedule="step", milestones=(90 / 140, 120 / 140), warmup_fraction=0.0,
+    epochs=140.0, img_size=512,
+    sources={k: _DLA_PAPER for k in ("optimizer", "lr", "batch", "weight_decay", "schedule", "milestones", "epochs",
+                                     "img_size")},
+)
+_BY_ANALOGY = "by analogy with centernet-scratch (measured on centernet-res18, not on DLA-34)"
+DLA_SCRATCH = Recipe(
+    name="centernet-dla34-scratch", optimizer="adamw", lr=2e-3, batch=16, lr_scaling="sqrt", weight_decay=0.05,
+    bias_lr_factor=2.0, schedule="cosine", warmup_fraction=0.08, warmup_max_iters=1000, epochs=140.0, img_size=256,
+    sources={k: _BY_ANALOGY for k in ("optimizer", "lr", "batch", "weight_decay", "schedule", "img_size")}
+    | {"epochs": _PAPER},
+)
+DLA_RECIPES = {"scratch": DLA_SCRATCH, "backbone": DLA_PAPER, "finetune": FINETUNE}

@@ -3,7 +3,9 @@ package registers ``ssd300``, ``ssd300-bn``, ``ssd512``, ``ssd512-bn``, ``ssdlit
 
 The family owns its builders (here), prior specs (:mod:`.priors`), model with its augmentation and decode
 (:mod:`.model`), export graph (:mod:`.graph`) and backbones (:mod:`.vgg`, :mod:`.mobilenet`, :mod:`.mini`).
-``config.extra["prior_spec"]`` holds the prior spec of every SSD model (stored in checkpoints).
+``config.extra["prior_spec"]`` holds the prior spec of every SSD model (stored in checkpoints);
+``config.extra["reduced_tail"]`` (``ssdlite320``, default False) the half-width last MobileNetV3 stage of
+torchvision's COCO SSDLite.
 """
 
 from __future__ import annotations
@@ -46,7 +48,7 @@ def _vgg_ssd(extras: list, batch_norm: bool) -> Builder:
 
 def _ssdlite320(config: ModelConfig) -> DetectorModel:
     spec = prior_spec_of(config)
-    backbone = MobileNetV3Backbone()
+    backbone = MobileNetV3Backbone(reduced_tail=bool(config.extra.get("reduced_tail", False)))
     return SSD(config, backbone, backbone.out_channels, spec, head=ssdlite_head)
 
 

@@ -38,16 +38,19 @@ def ssdlite_head(cin: int, cout: int) -> nn.Module:
 
 
 class MobileNetV3Backbone(nn.Module):
+    """``reduced_tail``: the last stage at half width (torchvision's option, MobileNetV3 paper table 6; the trunk
+    of torchvision's COCO ``ssdlite320_mobilenet_v3_large``), so its final features have 480 channels, not 960."""
+
     EXTRA_CHANNELS = (512, 256, 256, 128)
 
-    def __init__(self) -> None:
+    def __init__(self, reduced_tail: bool = False) -> None:
         super().__init__()
-        trunk = mobilenet_v3_large(weights=None, norm_layer=_BN).features
+        trunk = mobilenet_v3_large(weights=None, norm_layer=_BN, reduced_tail=reduced_tail).features
         stride2 = [i for i, b in enumerate(trunk) if getattr(b, "_is_cn", False)]
         c4 = stride2[-1]
         self.body = trunk  # kept whole so torchvision's `features.*` keys map 1:1 to `backbone.body.*`
         self.c4 = c4
-        chans = [672, 960, *self.EXTRA_CHANNELS]
+        chans = [672, trunk[-1].out_channels, *self.EXTRA_CHANNELS]
         self.extras = nn.ModuleList(ssdlite_extra(cin, cout) for cin, cout in zip(chans[1:-1], chans[2:]))
         self.out_channels = chans
         for m in self.extras.modules():
