@@ -139,15 +139,24 @@ def test_refitted_priors_travel_with_the_checkpoint_into_detect_and_onnx(sample_
     assert np.array_equal(saved, generate_priors(spec).numpy()) and report is not None
 
 
-def test_defaults_train_exactly_as_before(sample_data, tmp_path):
-    """--box-loss smooth_l1 and no --fit-priors: the options change nothing (same weights as an explicit run)."""
-    a, messages = _train(sample_data, tmp_path / "a")
+def test_options_off_train_exactly_as_before(sample_data, tmp_path):
+    """--no-fit-priors and the default --box-loss: the paper's priors and loss (same weights as an explicit run)."""
+    a, messages = _train(sample_data, tmp_path / "a", fit_priors=False)
     b, _ = _train(sample_data, tmp_path / "b", box_loss="smooth_l1", fit_priors=False, box_loss_weight=1.0)
     sa, sb = (load_checkpoint(r.run_dir / "last.pth").model_state for r in (a, b))
     assert all(torch.equal(sa[k], sb[k]) for k in sa)
     assert any(m.startswith("prior fit:") for m in messages) and not any("re-fitted" in m for m in messages)
     spec = PriorSpec.from_dict(load_checkpoint(a.run_dir / "last.pth").config.extra["prior_spec"])
     assert spec == mini_prior_spec(128)
+
+
+def test_recipe_default_refits_ssd_mini_and_the_choice_is_recorded(sample_data, tmp_path):
+    """ssd-mini's recipe re-fits its priors (measured on the quickstart data); the origin is printed and stored."""
+    result, messages = _train(sample_data, tmp_path)
+    assert any(m.startswith("priors re-fitted") for m in messages)
+    options = load_checkpoint(result.run_dir / "last.pth").train_state["options"]
+    assert options["fit_priors"] is True
+    assert "fit_priors" in options["recipe"]["origins"] and "measured" in options["recipe"]["origins"]["fit_priors"]
 
 
 @pytest.mark.parametrize("flag", [["--fit-priors"], ["--box-loss", "giou"]])

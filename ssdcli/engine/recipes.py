@@ -29,6 +29,7 @@ RECIPE_FIELDS: dict[str, str] = {
     "ema_decay": "ema_decay",
     "channels_last": "channels_last",
     "freeze_backbone": "freeze_backbone",
+    "fit_priors": "fit_priors",
 }
 
 

@@ -81,8 +81,9 @@ class TrainOptions:
     box_loss: str = option("smooth_l1", "SSD box regression: smooth_l1 (the paper) or smooth L1 plus an IoU-aware "
                            "term on the decoded boxes: giou, diou, ciou.", choices=BOX_LOSSES)  # fmt: skip
     box_loss_weight: float = option(1.0, "Weight of the IoU term of --box-loss.", min=0.0, max=100.0)
-    fit_priors: bool = option(False, "Re-fit the SSD prior sizes and aspect ratios to the training boxes (same "
-                              "layout; stored in the checkpoint).", flag="--fit-priors")  # fmt: skip
+    fit_priors: bool | None = option(None, "Re-fit the SSD prior sizes and aspect ratios to the training boxes "
+                                     "(same layout; stored in the checkpoint; default: the recipe's).",
+                                     flag="--fit-priors/--no-fit-priors")  # fmt: skip
     grad_clip: float | None = option(None, "Clip the gradient norm to this value.", min=1e-12)
     eval_every: int | None = option(None, "Validate every N iterations (default: 4 times per run).", min=1)
     patience: int | None = option(None, "Stop after N validations without a better val mAP (default: never).",

@@ -44,6 +44,7 @@ class Recipe:
     ema_decay: float = 0.9998
     channels_last: bool = False
     freeze_backbone: float = 0.0  # fraction of the run (from its start) in which the backbone is not updated
+    fit_priors: bool = False  # SSD: re-fit prior sizes and aspect ratios to the training boxes (same layout)
     warning: str = ""  # printed when a run uses this recipe (e.g. a VGG without BatchNorm from random weights)
     sources: dict[str, str] = field(default_factory=dict)  # field name -> where the value comes from
 

@@ -75,8 +75,11 @@ _MINI = "measured: quickstart sample data, 2200 x 16 in 197 s, test mAP@0.5 0.91
 MINI = Recipe(
     name="ssd-mini-quickstart", optimizer="adamw", lr=3e-3, batch=16, lr_scaling="sqrt", weight_decay=0.05,
     bias_lr_factor=2.0, schedule="cosine", warmup_fraction=0.01, epochs=122.222, zoom_out=1.0, channels_last=True,
+    fit_priors=True,
     sources={k: _MINI for k in ("optimizer", "lr", "batch", "weight_decay", "schedule", "epochs", "zoom_out",
-                                 "channels_last", "warmup_fraction")},
+                                 "channels_last", "warmup_fraction")}
+    | {"fit_priors": "measured: quickstart sample data, `ssd train --arch ssd-mini` with vs without --fit-priors, one "
+                     "seed: test COCO AP 0.673 -> 0.723, mAP@0.5 0.904 -> 0.934"},
 )
 MINI_FINETUNE = Recipe(
     name="ssd-mini-finetune", optimizer="adamw", lr=1e-3, batch=16, lr_scaling="sqrt", weight_decay=0.05,
