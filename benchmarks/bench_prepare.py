@@ -67,6 +67,26 @@ def _cpu_seconds() -> float:
     return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
 
 
+def time_prepares(prepare, tmp: Path, workers: list[int], repeats: int, images: int, objects: int | None = None) -> None:
+    """``prepare(out, workers)`` ``repeats`` times per worker count: median wall and CPU time (workers included),
+    checking that every image (and, given, every object) came through."""
+    for w in workers:
+        times, cpu = [], []
+        for r in range(repeats):
+            c, t = _cpu_seconds(), time.perf_counter()
+            report = prepare(tmp / f"out{w}_{r}", w)
+            times.append(time.perf_counter() - t)
+            cpu.append(_cpu_seconds() - c)
+            assert sum(s.images for s in report.splits.values()) == images, report.skipped[:3]
+            assert objects is None or sum(s.objects for s in report.splits.values()) == objects
+        med = statistics.median(times)
+        print(
+            f"workers={w}: median {med:.2f} s over {repeats} runs "
+            f"({', '.join(f'{x:.2f}' for x in times)}) -> {images / med:,.0f} images/s; "
+            f"CPU {statistics.median(cpu):.2f} s; load average {os.getloadavg()[0]:.1f}"
+        )
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--images", type=int, default=20000)
@@ -78,20 +98,8 @@ def main() -> None:
         t = time.perf_counter()
         build(folder, args.images)
         print(f"built {args.images} synthetic VOC items in {time.perf_counter() - t:.1f} s")
-        for w in args.workers:
-            times, cpu = [], []
-            for r in range(args.repeats):
-                c, t = _cpu_seconds(), time.perf_counter()
-                report = prepare_voc(folder, Path(tmp) / f"out{w}_{r}", workers=w)
-                times.append(time.perf_counter() - t)
-                cpu.append(_cpu_seconds() - c)
-                assert sum(s.images for s in report.splits.values()) == args.images, report.skipped[:3]
-            med = statistics.median(times)
-            print(
-                f"workers={w}: median {med:.2f} s over {args.repeats} runs "
-                f"({', '.join(f'{x:.2f}' for x in times)}) -> {args.images / med:,.0f} images/s; "
-                f"CPU {statistics.median(cpu):.2f} s; load average {os.getloadavg()[0]:.1f}"
-            )
+        time_prepares(lambda out, w: prepare_voc(folder, out, workers=w), Path(tmp), args.workers, args.repeats,
+                      args.images)
 
 
 if __name__ == "__main__":

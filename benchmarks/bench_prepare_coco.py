@@ -13,14 +13,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
-import statistics
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
+
+from bench_prepare import time_prepares  # the same timing loop as the VOC benchmark (benchmarks/ on sys.path)
 
 from ssdcli.data.coco_source import prepare_coco
 
@@ -58,11 +58,6 @@ def build(root: Path, n_images: int, n_annotations: int, seed: int = 0) -> Path:
     return path
 
 
-def _cpu_seconds() -> float:
-    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
-    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--images", type=int, default=20000)
@@ -76,21 +71,8 @@ def main() -> None:
         path = build(root, args.images, args.annotations)
         print(f"built {args.images} images, {args.annotations} annotations "
               f"({path.stat().st_size / 1e6:.0f} MB JSON) in {time.perf_counter() - t:.1f} s")  # fmt: skip
-        for w in args.workers:
-            times, cpu = [], []
-            for r in range(args.repeats):
-                c, t = _cpu_seconds(), time.perf_counter()
-                report = prepare_coco(root, Path(tmp) / f"out{w}_{r}", workers=w)
-                times.append(time.perf_counter() - t)
-                cpu.append(_cpu_seconds() - c)
-                assert sum(s.images for s in report.splits.values()) == args.images, report.skipped[:3]
-                assert sum(s.objects for s in report.splits.values()) == args.annotations
-            med = statistics.median(times)
-            print(
-                f"workers={w}: median {med:.2f} s over {args.repeats} runs "
-                f"({', '.join(f'{x:.2f}' for x in times)}) -> {args.images / med:,.0f} images/s; "
-                f"CPU {statistics.median(cpu):.2f} s; load average {os.getloadavg()[0]:.1f}"
-            )
+        time_prepares(lambda out, w: prepare_coco(root, out, workers=w), Path(tmp), args.workers, args.repeats,
+                      args.images, args.annotations)
 
 
 if __name__ == "__main__":

@@ -45,7 +45,13 @@ class PriorCoverage:
     per_map: tuple[MapCoverage, ...]
 
     def fitness(self) -> float:
-        return self.mean_best_iou + (1.0 - self.below_threshold)
+        return fit_score(self.mean_best_iou, 1.0 - self.below_threshold)
+
+
+def fit_score(mean_best_iou: float, share_covered: float) -> float:
+    """What the re-fit maximises: the mean best-prior IoU plus the share of boxes with a prior at or above the
+    matching threshold."""
+    return mean_best_iou + share_covered
 
 
 def sample_boxes(boxes: torch.Tensor, limit: int = _MAX_BOXES, seed: int = 0) -> torch.Tensor:
@@ -89,7 +95,7 @@ def coverage(spec: PriorSpec, boxes: torch.Tensor, threshold: float = 0.5) -> Pr
 
 def _fitness(spec: PriorSpec, boxes: torch.Tensor, threshold: float) -> float:
     best = box_iou(boxes, cxcywh_to_xyxy(generate_priors(spec))).max(dim=1).values
-    return float(best.mean()) + float((best >= threshold).float().mean())
+    return fit_score(float(best.mean()), float((best >= threshold).float().mean()))
 
 
 def _mutate(spec: PriorSpec, g: torch.Generator, sigma: float) -> PriorSpec:

@@ -177,7 +177,7 @@ def forwarded_args(values: dict[str, Any], given: set[str], resume: str | None) 
             if value or negative:
                 args.append(decls[0] if value else negative)  # type: ignore[arg-type]
         elif value is not None:
-            args += [decls[0].split(",")[0].strip(), str(value)]
+            args += [decls[0], str(value)]
     return args + (["--resume", resume] if resume else [])
 
 

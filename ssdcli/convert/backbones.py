@@ -9,7 +9,8 @@ Supported sources (torchvision state dict files unless noted) and targets:
 * ``resnet18/34/50/101`` -> any model whose state dict contains torchvision's ResNet names (``conv1``,
   ``bn1``, ``layer1..4``) under one prefix (CenterNet): found by suffix matching.
 * ``dla34`` (the DLA authors' ``dla34-ba72cf86.pth`` or timm's ``dla34``) -> ``centernet-dla34[-plain]``'s
-  ``backbone.*`` the same way (their unused ``level3/4.project`` layers dropped, see :mod:`ssdcli.models.centernet.dla`).
+  ``backbone.*`` the same way (their unused ``level3/4.project`` layers dropped, see
+  :mod:`ssdcli.models.centernet.dla`).
 
 The classifier (``classifier.*``/``fc.*``) is dropped; everything else in the model keeps its initialisation.
 

@@ -114,3 +114,15 @@ def transfer(
         for key, value in mapped.items():
             own[key].copy_(value.to(own[key].dtype))
     return list(mapped)
+
+
+RenameRules = list  # [(compiled pattern, match -> new key)], tried in order
+
+
+def apply_rename_rules(rules: RenameRules, key: str) -> str | None:
+    """The new name of ``key`` from the first rule whose pattern matches it whole (None when none does)."""
+    for pattern, fn in rules:
+        m = pattern.fullmatch(key)
+        if m:
+            return fn(m)
+    return None

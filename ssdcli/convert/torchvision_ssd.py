@@ -25,7 +25,7 @@ from collections.abc import Mapping
 import torch
 
 from ssdcli.convert.classes import resolve_class_names
-from ssdcli.convert.common import transfer
+from ssdcli.convert.common import apply_rename_rules, transfer
 from ssdcli.errors import SsdError
 from ssdcli.models.base import DetectorModel
 from ssdcli.models.registry import build_model
@@ -90,22 +90,14 @@ _RULES_FROM_OURS = [
 ]
 
 
-def _apply(rules: list, key: str) -> str | None:
-    for pattern, fn in rules:
-        m = pattern.fullmatch(key)
-        if m:
-            return fn(m)
-    return None
-
-
 def rename(key: str) -> str | None:
     """torchvision key -> our ``ssd300`` key (None if the key has no place in the layout)."""
-    return _apply(_RULES_TO_OURS, key)
+    return apply_rename_rules(_RULES_TO_OURS, key)
 
 
 def source_name(our_key: str) -> str:
     """Inverse of :func:`rename`, for naming missing keys in torchvision's terms."""
-    return _apply(_RULES_FROM_OURS, our_key) or our_key
+    return apply_rename_rules(_RULES_FROM_OURS, our_key) or our_key
 
 
 def is_torchvision_ssd300(state: Mapping[str, torch.Tensor]) -> bool:

@@ -171,37 +171,33 @@ def _chunk(n: int, most: int = 8) -> int:
     return max(d for d in range(1, min(n, most) + 1) if n % d == 0)
 
 
-def network_nodes(model: onnx.ModelProto, outputs: Iterable[str]) -> set[str]:
-    """Names of the nodes that ``outputs`` depend on (the network in front of decode/NMS)."""
+def _walk_back(model: onnx.ModelProto, outputs: Iterable[str], stop_at: str | None = None) -> tuple[set[str], set[str]]:
+    """Nodes reached from ``outputs`` backwards, and those of them of op type ``stop_at`` (not walked past)."""
     producer = {o: n for n in model.graph.node for o in n.output}
     seen: set[str] = set()
+    stopped: set[str] = set()
     stack = list(outputs)
     while stack:
         node = producer.get(stack.pop())
         if node is None or node.name in seen:
             continue
         seen.add(node.name)
-        stack.extend(node.input)
-    return seen
+        if node.op_type == stop_at:
+            stopped.add(node.name)
+        else:
+            stack.extend(node.input)
+    return seen, stopped
+
+
+def network_nodes(model: onnx.ModelProto, outputs: Iterable[str]) -> set[str]:
+    """Names of the nodes that ``outputs`` depend on (the network in front of decode/NMS)."""
+    return _walk_back(model, outputs)[0]
 
 
 def head_nodes(model: onnx.ModelProto, outputs: Iterable[str]) -> set[str]:
     """Names of the prediction heads: the last convolutions before ``outputs`` (reached from them backwards
     without crossing another convolution)."""
-    producer = {o: n for n in model.graph.node for o in n.output}
-    heads: set[str] = set()
-    seen: set[str] = set()
-    stack = list(outputs)
-    while stack:
-        node = producer.get(stack.pop())
-        if node is None or node.name in seen:
-            continue
-        seen.add(node.name)
-        if node.op_type == "Conv":
-            heads.add(node.name)
-        else:
-            stack.extend(node.input)
-    return heads
+    return _walk_back(model, outputs, stop_at="Conv")[1]
 
 
 def quantize_model(
