@@ -54,6 +54,25 @@ def test_output_shapes_and_stride_4(arch: str) -> None:
         build_model(arch, 3, image_size=100)
 
 
+def test_deformable_model_trains_under_cpu_bf16_autocast() -> None:
+    """`ssd train --amp` on a CPU: torchvision's deformable kernel has no bfloat16, so it runs in float32 inside
+    the autocast region, the rest of the network in bf16: gradients flow, and the outputs are float32's within
+    bf16 rounding."""
+    model = _model("centernet-dla34", 64).train()
+    x = torch.randn(2, 3, 64, 64)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        heat, size, offset = model(x)
+    (heat.float().sum() + size.float().sum() + offset.float().sum()).backward()
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.parameters() if p.requires_grad)
+    model.eval()
+    with torch.no_grad():
+        exact = model(x)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            rounded = model(x)
+    for a, b in zip(exact, rounded):
+        assert (a - b.float()).abs().max() <= 0.05 * a.abs().max() + 1e-3
+
+
 def test_dla34_levels_strides_and_channels() -> None:
     with torch.no_grad():
         feats = DLA34().eval().features(torch.randn(1, 3, 64, 64))

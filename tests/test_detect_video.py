@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from fractions import Fraction
 from pathlib import Path, PurePosixPath
@@ -14,11 +15,13 @@ from pathlib import Path, PurePosixPath
 import av
 import numpy as np
 import pytest
+import torch
 from cli_helpers import one_line_error, ssd, tiny_checkpoint
 
 from ssdcli.data.video import VideoReader, VideoWriter, is_stream_source, prefetch, stream_name
 from ssdcli.errors import SsdError
 from ssdcli.inference import Detector
+from ssdcli.inference.video import default_streams, detect_batches
 from ssdcli.visualize import box_pixels
 
 pytestmark = pytest.mark.usefixtures("one_thread_module")
@@ -113,6 +116,40 @@ def test_frames_detect_like_images_and_api(weights: Path, clip) -> None:
         np.testing.assert_array_equal(r.prediction.boxes, p.boxes)
 
 
+def test_model_streams_keep_frame_order_and_detections(weights: Path, clip) -> None:
+    """Two batches at once, one torch thread each (the CPU default with several cores): the same per-frame
+    results as images, in order, and torch's thread count restored afterwards."""
+    path, frames = clip
+    detector = Detector.from_checkpoint(weights, "cpu")
+    threads = torch.get_num_threads()
+    assert default_streams(detector) == threads  # the CPU default: a batch per torch thread
+    results = list(detector.predict_video(path, batch_size=3, streams=2))
+    assert torch.get_num_threads() == threads
+    assert [r.index for r in results] == list(range(24))
+    for r, p in zip(results, detector.predict(frames, batch_size=3)):
+        assert r.prediction.to_records("x") == p.to_records("x")
+
+
+def test_detect_batches_in_order_with_bounded_flight() -> None:
+    """Batches that finish out of order come back in order, never more than ``streams`` in flight."""
+    lock, flight = threading.Lock(), {"now": 0, "most": 0}
+
+    class SlowDetector:
+        def detect_resized(self, warped, sizes):
+            with lock:
+                flight["now"] += 1
+                flight["most"] = max(flight["most"], flight["now"])
+            time.sleep(0.02 * (3 - int(warped[0, 0, 0, 0]) % 3))  # later batches finish sooner
+            with lock:
+                flight["now"] -= 1
+            return [int(warped[0, 0, 0, 0])]
+
+    batches = [(torch.full((1, 3, 2, 2), i, dtype=torch.uint8), [(2, 2)]) for i in range(10)]
+    out = list(detect_batches(SlowDetector(), batches, streams=3))  # type: ignore[arg-type]
+    assert out == [[i] for i in range(10)]
+    assert flight["most"] == 3
+
+
 def test_vid_stride(weights: Path, clip, tmp_path: Path) -> None:
     path, _ = clip
     r = ssd("detect", path, "-w", weights, "-o", tmp_path, "--vid-stride", 5)
@@ -201,7 +238,9 @@ def test_onnx_model_on_video(weights: Path, clip, tmp_path: Path) -> None:
     assert r.exit_code == 0, r.output
     lines = read_lines(tmp_path / "out" / "clip.jsonl")
     assert [line["frame"] for line in lines] == [0, 6, 12, 18]
-    expected = Detector.from_checkpoint(model, "cpu").predict(frames[::6])
+    onnx_detector = Detector.from_checkpoint(model, "cpu")
+    assert default_streams(onnx_detector) == 1  # ONNX Runtime keeps its own thread pool: one batch at a time
+    expected = onnx_detector.predict(frames[::6])
     for line, p in zip(lines, expected):
         assert [d["label"] for d in line["detections"]] == p.names
         assert np.allclose([d["box"] for d in line["detections"]], p.boxes, atol=0.02)

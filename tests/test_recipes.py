@@ -59,6 +59,28 @@ def test_lr_follows_the_global_batch_by_the_recipes_rule(rule: str, batch: int, 
         assert "scaled" in r.origins["lr"]
 
 
+@pytest.mark.parametrize("device,recipe_bf16,amx,given,expected", [
+    ("cuda", False, False, None, True), ("cpu", False, True, None, False), ("cpu", True, True, None, True),
+    ("cpu", True, False, None, False), ("cpu", True, True, False, False), ("cpu", False, False, True, True),
+])  # fmt: skip
+def test_amp_follows_the_device_the_recipe_and_the_cpu(monkeypatch, device, recipe_bf16, amx, given, expected) -> None:
+    monkeypatch.setattr("ssdcli.engine.recipes.cpu_bf16_matrix_units", lambda: amx)
+    recipe = Recipe(name="t", cpu_bf16=recipe_bf16, sources={"cpu_bf16": "a measurement"})
+    r = resolve_recipe(recipe, "scratch", {"amp": given}, device_type=device)
+    assert r.values["amp"] is expected
+    if given is not None:
+        assert r.origins["amp"] == ("--amp" if given else "--no-amp")
+    elif device == "cpu" and recipe_bf16:
+        assert ("AMX" in r.origins["amp"]) and (("lacks" in r.origins["amp"]) is not amx)
+
+
+def test_box_loss_is_a_recipe_default_a_flag_overrides() -> None:
+    recipe = Recipe(name="t", box_loss="giou")
+    assert resolve_recipe(recipe, "scratch", {}).values["box_loss"] == "giou"
+    r = resolve_recipe(recipe, "scratch", {"box_loss": "smooth_l1"})
+    assert r.values["box_loss"] == "smooth_l1" and r.origins["box_loss"] == "--box-loss"
+
+
 def test_a_given_lr_is_never_scaled() -> None:
     r = resolve_recipe(RECIPE, "scratch", {"batch": 64, "lr": 0.5})
     assert r.values["lr"] == 0.5 and r.origins["lr"] == "--lr"

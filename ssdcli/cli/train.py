@@ -16,6 +16,7 @@ from rich.table import Table
 from ssdcli.cli.console import console
 from ssdcli.cli.options import in_range, interval, run_name_callback
 from ssdcli.cli.progress import reporting
+from ssdcli.device import resolve_device
 from ssdcli.engine.distributed import launch_torchrun
 from ssdcli.engine.recipes import resolve_for, trained_arch
 from ssdcli.engine.train_options import metric_label
@@ -136,7 +137,7 @@ def _given(ctx: typer.Context, name: str) -> bool:
 
 def _print_recipe(options: TrainOptions) -> None:
     options.validate()
-    resolved = resolve_for(options)
+    resolved = resolve_for(options, device_type=resolve_device(options.device).type)
     recipe = resolved.recipe
     table = Table(title=f"{trained_arch(options)}: recipe {recipe.name} (start: {resolved.start})", title_justify="left")
     for col in ("setting", "value", "from"):

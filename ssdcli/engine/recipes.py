@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ssdcli.convert.pretrained import pretrained_arch
+from ssdcli.device import cpu_bf16_matrix_units
 from ssdcli.models.recipe import Recipe
 from ssdcli.models.registry import recipe_for
 
@@ -30,6 +31,7 @@ RECIPE_FIELDS: dict[str, str] = {
     "channels_last": "channels_last",
     "freeze_backbone": "freeze_backbone",
     "fit_priors": "fit_priors",
+    "box_loss": "box_loss",
 }
 
 
@@ -67,11 +69,27 @@ def scaled_lr(recipe: Recipe, global_batch: int) -> float:
     return recipe.lr * factor
 
 
-def resolve_recipe(recipe: Recipe, start: str, given: dict[str, Any], world: int = 1) -> ResolvedRecipe:
+def default_amp(recipe: Recipe, device_type: str) -> tuple[bool, str]:
+    """Mixed precision when ``--amp``/``--no-amp`` is not given, and why: float16 autocast on CUDA; on a CPU, bf16
+    autocast where the recipe asks for it (``cpu_bf16``: measured faster for its model) and the CPU has AMX-BF16."""
+    if device_type == "cuda":
+        return True, "default on CUDA (float16 autocast)"
+    why = f"recipe {recipe.name}"
+    if not recipe.cpu_bf16:
+        return False, why + (f": {recipe.sources['cpu_bf16']}" if "cpu_bf16" in recipe.sources else "")
+    if cpu_bf16_matrix_units():
+        return True, why + f": bf16 autocast on CPUs with AMX ({recipe.sources.get('cpu_bf16', 'faster')})"
+    return False, why + ": bf16 only on CPUs with AMX-BF16, which this one lacks"
+
+
+def resolve_recipe(
+    recipe: Recipe, start: str, given: dict[str, Any], world: int = 1, device_type: str = "cpu"
+) -> ResolvedRecipe:
     """Fill every recipe-controlled option the user left as ``None`` from ``recipe``.
 
-    ``given`` maps TrainOptions field names (see :data:`RECIPE_FIELDS`) to the user's values (None = not given).
-    The lr, when not given, follows the global batch (``batch x world``) by the recipe's scaling rule.
+    ``given`` maps TrainOptions field names (see :data:`RECIPE_FIELDS`, and ``amp``) to the user's values (None = not
+    given). The lr, when not given, follows the global batch (``batch x world``) by the recipe's scaling rule; amp
+    follows the device (:func:`default_amp`).
     """
     values: dict[str, Any] = {}
     origins: dict[str, str] = {}
@@ -84,6 +102,10 @@ def resolve_recipe(recipe: Recipe, start: str, given: dict[str, Any], world: int
         else:
             values[opt] = getattr(recipe, rf)
             origins[opt] = f"recipe {recipe.name}" + (f": {src[rf]}" if rf in src else "")
+    if given.get("amp") is not None:
+        values["amp"], origins["amp"] = given["amp"], "--amp" if given["amp"] else "--no-amp"
+    else:
+        values["amp"], origins["amp"] = default_amp(recipe, device_type)
     if given.get("lr") is None:
         global_batch = int(values["batch"]) * world
         lr = scaled_lr(recipe, global_batch)
@@ -99,11 +121,13 @@ def trained_arch(options: Any) -> str:
     return pretrained_arch(options.weights) or options.arch
 
 
-def resolve_for(options: Any, world: int = 1) -> ResolvedRecipe:
-    """The recipe ``options`` (a TrainOptions) select by architecture and start, resolved against its flags."""
+def resolve_for(options: Any, world: int = 1, device_type: str = "cpu") -> ResolvedRecipe:
+    """The recipe ``options`` (a TrainOptions) select by architecture and start, resolved against its flags for a
+    run on ``device_type`` (``cpu`` or ``cuda``)."""
     start = start_kind(options.weights, options.backbone_weights, options.pretrained_backbone)
     recipe = recipe_for(trained_arch(options), start)
-    return resolve_recipe(recipe, start, {k: getattr(options, k) for k in RECIPE_FIELDS}, world)
+    given = {k: getattr(options, k) for k in (*RECIPE_FIELDS, "amp")}
+    return resolve_recipe(recipe, start, given, world, device_type)
 
 
 def recipe_text(recipe: dict) -> str:

@@ -64,7 +64,8 @@ class TrainOptions:
     workers: int | None = option(None, "DataLoader worker processes (default: 1 on CPU, min(8, CPUs) on CUDA).",
                                  min=0, max=64)  # fmt: skip
     seed: int = option(0, "Random seed (data order, augmentation, initialisation).", min=0)
-    amp: bool | None = option(None, "Mixed precision (default: on for CUDA).", flag="--amp/--no-amp")
+    amp: bool | None = option(None, "Mixed precision: float16 on CUDA, bf16 on CPU (default: on for CUDA; on "
+                               "CPUs with AMX where the recipe says it is faster).", flag="--amp/--no-amp")  # fmt: skip
     channels_last: bool | None = option(None, "channels-last memory format (default: the recipe's).",
                                         flag="--channels-last/--no-channels-last")  # fmt: skip
     zoom_out: float | None = option(None, "SSD zoom-out limit; 1 turns it off (default: the recipe's).", min=1.0,
@@ -78,8 +79,9 @@ class TrainOptions:
     augment: str = option("fast", "fast (the model's own pipeline) or reference (SSD only: the torchvision v2 "
                           "composition, slower).", choices=AUGMENT_KINDS)  # fmt: skip
     compile: bool = option(False, "torch.compile the model.", flag="--compile")
-    box_loss: str = option("smooth_l1", "SSD box regression: smooth_l1 (the paper) or smooth L1 plus an IoU-aware "
-                           "term on the decoded boxes: giou, diou, ciou.", choices=BOX_LOSSES)  # fmt: skip
+    box_loss: str | None = option(None, "SSD box regression: smooth_l1 (the paper) or smooth L1 plus an IoU-aware "
+                                  "term on the decoded boxes: giou, diou, ciou (default: the recipe's).",
+                                  choices=BOX_LOSSES)  # fmt: skip
     box_loss_weight: float = option(1.0, "Weight of the IoU term of --box-loss.", min=0.0, max=100.0)
     fit_priors: bool | None = option(None, "Re-fit the SSD prior sizes and aspect ratios to the training boxes "
                                      "(same layout; stored in the checkpoint; default: the recipe's).",

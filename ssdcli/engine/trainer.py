@@ -283,7 +283,7 @@ class _Run:
     def _resolve_recipe(self) -> None:
         """Fill the options left unset from the architecture's recipe; keep the recipe and origins in options."""
         o = self.o
-        resolved = resolve_for(o, self.dist.world)
+        resolved = resolve_for(o, self.dist.world, self.device.type)
         for k, v in resolved.values.items():
             setattr(o, k, v)
         o.recipe = {**resolved.to_dict(), "recipe": resolved.recipe.to_dict()}
@@ -374,7 +374,7 @@ class _Run:
             self.say(
                 f"training {self.config.arch} ({self.config.image_size}px, {len(self.classes)} classes) on {self.device}"
                 f" for {length}, {self.iters_per_epoch} iterations per epoch, batch {o.batch}x{self.dist.world},"
-                f" lr {self.schedule.base_lr:g}, amp {'on' if self.amp else 'off'}; run folder {self.run_dir}"
+                f" lr {self.schedule.base_lr:g}, {self._precision()}; run folder {self.run_dir}"
             )
         it = self.start_iter
         announced = False
@@ -549,6 +549,11 @@ class _Run:
                 atomic_write_text(self.run_dir / "options.json", _json(asdict(self.o)))
         self.schedule = self._schedule(new_total)
         self.report.start("train", new_total, unit="it", done=it)
+
+    def _precision(self) -> str:
+        """How the steps compute: ``float32`` or ``bfloat16 autocast`` (``float16`` on CUDA), and the memory format."""
+        kind = "float32" if not self.amp else ("float16" if self.device.type == "cuda" else "bfloat16") + " autocast"
+        return kind + (", channels-last" if self.o.channels_last else "")
 
     def _announce_duration(self, it: int) -> None:
         sps = self.budget.seconds_per_step() or 0.0

@@ -45,6 +45,8 @@ class TorchBackend:
     (CenterNet: every scale of the input size, merged by NMS); SsdError for models without it.
     """
 
+    uses_torch_threads = True  # its CPU work runs on torch's intra-op threads (see ssdcli.inference.video)
+
     def __init__(self, model: DetectorModel, device: torch.device, half: bool = False, flip_test: bool = False,
                  test_scales: Sequence[float] | None = None) -> None:
         if test_scales and not model.supports_multi_scale:
@@ -184,8 +186,9 @@ class Detector:
         return out
 
     def predict_video(self, source: str | os.PathLike, batch_size: int = 8, stride: int = 1,
-                      keep_frames: bool = False) -> Iterator[FramePrediction]:
+                      keep_frames: bool = False, streams: int | None = None) -> Iterator[FramePrediction]:
         """Detect objects in every ``stride``-th frame of a video file, stream URL or camera index (``"0"``):
         an iterator of :class:`~ssdcli.inference.video.FramePrediction` (``index``, ``time`` in seconds,
         ``prediction``; ``image`` with ``keep_frames``). See :func:`ssdcli.inference.video.predict_video`."""
-        return predict_video(self, source, batch_size=batch_size, stride=stride, keep_frames=keep_frames)
+        return predict_video(self, source, batch_size=batch_size, stride=stride, keep_frames=keep_frames,
+                             streams=streams)

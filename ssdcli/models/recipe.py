@@ -15,6 +15,8 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
+from ssdcli.loss import BOX_LOSSES
+
 START_KINDS: tuple[str, ...] = ("scratch", "backbone", "finetune")
 OPTIMIZERS: tuple[str, ...] = ("sgd", "adamw", "adam")
 SCHEDULES: tuple[str, ...] = ("step", "cosine")
@@ -43,8 +45,10 @@ class Recipe:
     ema: bool = False  # validate, keep and export an exponential moving average of the weights
     ema_decay: float = 0.9998
     channels_last: bool = False
+    cpu_bf16: bool = False  # on CPU, bf16 autocast where the CPU has AMX-BF16 matrix units (see ssdcli.device)
     freeze_backbone: float = 0.0  # fraction of the run (from its start) in which the backbone is not updated
     fit_priors: bool = False  # SSD: re-fit prior sizes and aspect ratios to the training boxes (same layout)
+    box_loss: str = "smooth_l1"  # SSD: smooth_l1 (the paper) or smooth L1 plus an IoU term: giou, diou, ciou
     warning: str = ""  # printed when a run uses this recipe (e.g. a VGG without BatchNorm from random weights)
     sources: dict[str, str] = field(default_factory=dict)  # field name -> where the value comes from
 
@@ -53,6 +57,7 @@ class Recipe:
         assert self.optimizer in OPTIMIZERS, self.optimizer
         assert self.schedule in SCHEDULES, self.schedule
         assert self.lr_scaling in LR_SCALING, self.lr_scaling
+        assert self.box_loss in BOX_LOSSES, self.box_loss
         assert self.lr > 0 and self.batch > 0 and self.epochs > 0 and 0 <= self.warmup_fraction < 1
 
     def to_dict(self) -> dict:

@@ -21,4 +21,7 @@ class ModulatedDeformConv3x3(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         om = self.offset_mask(x)
+        if torch.is_autocast_enabled(x.device.type):  # torchvision's CPU kernel has no bfloat16: run it in float32
+            with torch.autocast(x.device.type, enabled=False):
+                return self.conv(x.float(), om[:, :18].float(), torch.sigmoid(om[:, 18:].float()))
         return self.conv(x, om[:, :18], torch.sigmoid(om[:, 18:]))

@@ -10,12 +10,18 @@ from ssdcli.models.recipe import Recipe
 # SSD paper (Liu et al. 2016), VOC07+12: 120k iterations at batch 32 on 16,551 images = 232 epochs, lr 1e-3 (x0.1 at
 # 80k and 100k), SGD 0.9, wd 5e-4, Caffe parameter groups, zoom-out ("expansion") up to 4x. ImageNet VGG16 backbone.
 _PAPER = "SSD paper (VOC07+12: 120k it x 32 = 232 epochs, 80k/100k steps)"
+# Step speed on a 2-core Intel Xeon with AMX (benchmarks/bench_train_step.py, s/step, float32 -> channels-last ->
+# bf16 + channels-last): a faster step is more steps in a time budget. Values the recipes below share.
+_VGG_STEP = "measured: ssd300-bn batch 8, 7.90 s/step float32, 5.86 channels-last, 1.58 bf16 + channels-last"
+_VGG_SPEED = {"channels_last": True, "cpu_bf16": True}
+_VGG_SPEED_SOURCES = {"channels_last": _VGG_STEP, "cpu_bf16": _VGG_STEP}
 VGG_PAPER = Recipe(
     name="ssd-paper", optimizer="sgd", lr=1e-3, batch=32, lr_scaling="linear", momentum=0.9, weight_decay=5e-4,
     schedule="step", milestones=(2 / 3, 5 / 6), warmup_fraction=0.05, warmup_max_iters=500, epochs=232.0,
-    zoom_out=4.0,
+    zoom_out=4.0, **_VGG_SPEED,
     sources={"optimizer": _PAPER, "lr": _PAPER, "weight_decay": _PAPER, "schedule": _PAPER, "epochs": _PAPER,
-             "zoom_out": _PAPER, "warmup_fraction": "classic PyTorch ports (short linear warm-up)"},
+             "zoom_out": _PAPER, "warmup_fraction": "classic PyTorch ports (short linear warm-up)"}
+    | _VGG_SPEED_SOURCES,
 )
 
 # From scratch the paper's SGD 1e-3 barely moves a randomly initialised VGG in a CPU budget. Measured on raccoon
@@ -25,11 +31,12 @@ _SCRATCH_VGG = "measured: ssd300-bn on raccoon, 15 CPU-min, mAP@0.5 0.361 (bench
 VGG_SCRATCH = Recipe(
     name="ssd-vgg-scratch", optimizer="adamw", lr=1e-3, batch=8, lr_scaling="sqrt", weight_decay=0.05,
     bias_lr_factor=2.0, schedule="cosine", warmup_fraction=0.1, warmup_max_iters=500, epochs=300.0, zoom_out=4.0,
+    **_VGG_SPEED,
     warning="from random weights: expect about 0.36 mAP@0.5 after 15 CPU-minutes on a small dataset (raccoon); "
             "--backbone-weights FILE (torchvision vgg16_bn ImageNet) selects the paper's recipe",
     sources={"optimizer": _SCRATCH_VGG, "lr": _SCRATCH_VGG, "weight_decay": _SCRATCH_VGG, "schedule": _SCRATCH_VGG,
              "batch": _SCRATCH_VGG, "epochs": "from-scratch detectors need long schedules (DSOD/ScratchDet: ~2x "
-             "the pretrained one); not measured here", "zoom_out": _PAPER},
+             "the pretrained one); not measured here", "zoom_out": _PAPER} | _VGG_SPEED_SOURCES,
 )
 
 VGG_SCRATCH_NO_BN = Recipe(
@@ -43,8 +50,9 @@ VGG_SCRATCH_NO_BN = Recipe(
 # Fine-tuning a whole detector: the paper's optimiser at a quarter of its lr, a short cosine schedule.
 VGG_FINETUNE = Recipe(
     name="ssd-finetune", optimizer="sgd", lr=2.5e-4, batch=32, weight_decay=5e-4, schedule="cosine",
-    warmup_fraction=0.05, epochs=30.0, zoom_out=4.0,
-    sources={"lr": "paper lr / 4 (common fine-tuning practice; not measured here)", "epochs": "not measured here"},
+    warmup_fraction=0.05, epochs=30.0, zoom_out=4.0, **_VGG_SPEED,
+    sources={"lr": "paper lr / 4 (common fine-tuning practice; not measured here)", "epochs": "not measured here"}
+    | _VGG_SPEED_SOURCES,
 )
 
 # SSDLite: torchvision's reference (references/detection, ssdlite320_mobilenet_v3_large): SGD 0.9, lr 0.15 at batch
@@ -53,11 +61,18 @@ VGG_FINETUNE = Recipe(
 # 0.406 and torchvision's own SSDLite with its recipe 0.476.
 _TV = "torchvision reference ssdlite320 (lr 0.15 @ 192, wd 4e-5, cosine, 600 epochs, no zoom-out)"
 _SSDLITE_MEASURED = "measured: raccoon 15 CPU-min, mAP@0.5 0.539 vs AdamW 0.406 (benchmarks/train_raccoon.py)"
+_SSDLITE_STEP = ("measured (benchmarks/bench_train_step.py, batch 16, 2-core Xeon with AMX): 2.06 s/step float32, "
+                 "1.23 channels-last; bf16 adds nothing to channels-last (1.28: depthwise convolutions)")
+_SSDLITE_SPEED = {"channels_last": True, "cpu_bf16": False}
+_SSDLITE_BOXES = ("measured: raccoon 15 CPU-min, seed 0 (benchmarks/train_raccoon.py): test COCO AP 0.214 -> 0.235, "
+                  "AP75 0.085 -> 0.162, mAP@0.5 0.625 -> 0.586 with --box-loss giou --fit-priors (val COCO AP 0.337 -> "
+                  "0.477)")
+_SSDLITE_SPEED_SOURCES = {"channels_last": _SSDLITE_STEP, "cpu_bf16": _SSDLITE_STEP}
 SSDLITE = Recipe(
     name="ssdlite-torchvision", optimizer="sgd", lr=0.0125, batch=16, lr_scaling="linear", momentum=0.9,
     weight_decay=4e-5, bias_lr_factor=2.0, schedule="cosine", warmup_fraction=0.07, warmup_max_iters=1000,
-    epochs=600.0, zoom_out=1.0, ema=True,
-    sources={"ema": "measured: raccoon 15 CPU-min, seed 0: with EMA test mAP@0.5 0.536 / COCO AP 0.183, without "
+    epochs=600.0, zoom_out=1.0, ema=True, fit_priors=True, box_loss="giou", **_SSDLITE_SPEED,
+    sources=_SSDLITE_SPEED_SOURCES | {"fit_priors": _SSDLITE_BOXES, "box_loss": _SSDLITE_BOXES, "ema": "measured: raccoon 15 CPU-min, seed 0: with EMA test mAP@0.5 0.536 / COCO AP 0.183, without "
                     "0.504 / 0.156 (benchmarks/train_raccoon.py ... -- --ema)",
              "optimizer": _SSDLITE_MEASURED, "lr": _TV, "weight_decay": _TV, "schedule": _TV, "epochs": _TV,
              "zoom_out": _TV + "; " + _SSDLITE_MEASURED, "batch": "CPU: more, smaller steps (measured)",
@@ -65,8 +80,8 @@ SSDLITE = Recipe(
 )
 SSDLITE_FINETUNE = Recipe(
     name="ssdlite-finetune", optimizer="sgd", lr=0.003, batch=16, weight_decay=4e-5, schedule="cosine",
-    warmup_fraction=0.05, epochs=60.0, zoom_out=1.0,
-    sources={"lr": "torchvision lr / 4 (not measured here)", "epochs": "not measured here"},
+    warmup_fraction=0.05, epochs=60.0, zoom_out=1.0, **_SSDLITE_SPEED,
+    sources={"lr": "torchvision lr / 4 (not measured here)", "epochs": "not measured here"} | _SSDLITE_SPEED_SOURCES,
 )
 
 # ssd-mini (the CPU demo model): the quickstart's measured recipe. 2200 iterations of batch 16 on the 300 sample
