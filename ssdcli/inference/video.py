@@ -10,8 +10,9 @@ to :meth:`~ssdcli.inference.Detector.predict` (same batching: bit-identical).
 Model streams (PyTorch on a CPU with several cores): instead of one batch at a time spread over every core
 (torch's intra-op threads, which meet at a barrier after every operator: a core taken by the decoder or the video
 writer for a moment stalls all of them), ``streams`` batches run at once, each in its own thread on one core.
-Measured on 2 cores (``benchmarks/bench_video.py``, SSDLite320, 640x480): the model alone 42.5 frame/s one batch
-on 2 threads, 55.4 two batches on 1 thread each; end to end 28 -> 42 frame/s. Results come back in frame order. While streams run, torch's intra-op thread count is 1 for the whole process (restored afterwards).
+Measured on 2 cores (``benchmarks/bench_video.py``, SSDLite320, 640x480, two runs): the model alone 37-43 frame/s
+one batch on 2 threads, 50-55 two batches on 1 thread each; end to end 28 -> 35-42 frame/s. Results come back in
+frame order. While streams run, torch's intra-op thread count is 1 for the whole process (restored afterwards).
 """
 
 from __future__ import annotations

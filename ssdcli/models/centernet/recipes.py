@@ -9,7 +9,7 @@ from ssdcli.models.recipe import Recipe
 _PAPER = "CenterNet paper (Adam 1.25e-4 @ 32, 140 epochs, x0.1 at 90 and 120)"
 # Step speed on a 2-core Intel Xeon with AMX (benchmarks/bench_train_step.py): a faster step is more steps in a
 # time budget.
-_STEP = "measured: centernet-res18 batch 16 at 256 px, 1.77 s/step float32, 1.33 channels-last, 0.45 bf16 + channels-last"
+_STEP = "measured: centernet-res18 batch 16 at 256 px, 1.68 s/step float32, 1.35 channels-last, 0.48 bf16 + channels-last"
 _SPEED = {"channels_last": True, "cpu_bf16": True}
 _SPEED_SOURCES = {"channels_last": _STEP, "cpu_bf16": _STEP}
 PAPER = Recipe(
@@ -55,4 +55,10 @@ DLA_SCRATCH = Recipe(
     sources={k: _BY_ANALOGY for k in ("optimizer", "lr", "batch", "weight_decay", "schedule", "img_size")}
     | {"epochs": _PAPER},
 )
-DLA_RECIPES = {"scratch": DLA_SCRATCH, "backbone": DLA_PAPER, "finetune": FINETUNE}
+# channels-last and bf16 gain nothing here: the deformable convolutions (float32 in torchvision's CPU kernel)
+# dominate the step (benchmarks/bench_train_step.py, centernet-dla34 batch 4: 11.06 s/step float32, 10.61 bf16 +
+# channels-last), so the DLA recipes keep float32 and the default memory format.
+DLA_FINETUNE = Recipe(**{**FINETUNE.to_dict(), "milestones": FINETUNE.milestones, "name": "centernet-dla34-finetune",
+                         "channels_last": False, "cpu_bf16": False,
+                         "sources": {"lr": FINETUNE.sources["lr"]}})  # fmt: skip
+DLA_RECIPES = {"scratch": DLA_SCRATCH, "backbone": DLA_PAPER, "finetune": DLA_FINETUNE}

@@ -12,7 +12,7 @@ from ssdcli.models.recipe import Recipe
 _PAPER = "SSD paper (VOC07+12: 120k it x 32 = 232 epochs, 80k/100k steps)"
 # Step speed on a 2-core Intel Xeon with AMX (benchmarks/bench_train_step.py, s/step, float32 -> channels-last ->
 # bf16 + channels-last): a faster step is more steps in a time budget. Values the recipes below share.
-_VGG_STEP = "measured: ssd300-bn batch 8, 7.90 s/step float32, 5.86 channels-last, 1.58 bf16 + channels-last"
+_VGG_STEP = "measured: ssd300-bn batch 8, 8.47 s/step float32, 6.41 channels-last, 1.90 bf16 + channels-last"
 _VGG_SPEED = {"channels_last": True, "cpu_bf16": True}
 _VGG_SPEED_SOURCES = {"channels_last": _VGG_STEP, "cpu_bf16": _VGG_STEP}
 VGG_PAPER = Recipe(
@@ -32,7 +32,7 @@ VGG_SCRATCH = Recipe(
     name="ssd-vgg-scratch", optimizer="adamw", lr=1e-3, batch=8, lr_scaling="sqrt", weight_decay=0.05,
     bias_lr_factor=2.0, schedule="cosine", warmup_fraction=0.1, warmup_max_iters=500, epochs=300.0, zoom_out=4.0,
     **_VGG_SPEED,
-    warning="from random weights: expect about 0.36 mAP@0.5 after 15 CPU-minutes on a small dataset (raccoon); "
+    warning="from random weights: expect about 0.3-0.4 mAP@0.5 after 15 CPU-minutes on a small dataset (raccoon); "
             "--backbone-weights FILE (torchvision vgg16_bn ImageNet) selects the paper's recipe",
     sources={"optimizer": _SCRATCH_VGG, "lr": _SCRATCH_VGG, "weight_decay": _SCRATCH_VGG, "schedule": _SCRATCH_VGG,
              "batch": _SCRATCH_VGG, "epochs": "from-scratch detectors need long schedules (DSOD/ScratchDet: ~2x "
@@ -44,7 +44,7 @@ VGG_SCRATCH_NO_BN = Recipe(
        "warning": "a VGG without BatchNorm from random weights rarely trains: give --backbone-weights FILE (a "
                   "torchvision vgg16 ImageNet state dict) or --pretrained-backbone for the paper's recipe (77.2 mAP "
                   "on VOC07 with 120k iterations), or train the -bn variant (from scratch on raccoon, 15 CPU-min: "
-                  "0.36 mAP@0.5)"},
+                  "0.31-0.41 mAP@0.5)"},
 )
 
 # Fine-tuning a whole detector: the paper's optimiser at a quarter of its lr, a short cosine schedule.
@@ -61,8 +61,8 @@ VGG_FINETUNE = Recipe(
 # 0.406 and torchvision's own SSDLite with its recipe 0.476.
 _TV = "torchvision reference ssdlite320 (lr 0.15 @ 192, wd 4e-5, cosine, 600 epochs, no zoom-out)"
 _SSDLITE_MEASURED = "measured: raccoon 15 CPU-min, mAP@0.5 0.539 vs AdamW 0.406 (benchmarks/train_raccoon.py)"
-_SSDLITE_STEP = ("measured (benchmarks/bench_train_step.py, batch 16, 2-core Xeon with AMX): 2.06 s/step float32, "
-                 "1.23 channels-last; bf16 adds nothing to channels-last (1.28: depthwise convolutions)")
+_SSDLITE_STEP = ("measured (benchmarks/bench_train_step.py, batch 16, 2-core Xeon with AMX): 1.82 s/step float32, "
+                 "1.18 channels-last; bf16 adds nothing to channels-last (1.30: depthwise convolutions)")
 _SSDLITE_SPEED = {"channels_last": True, "cpu_bf16": False}
 _SSDLITE_BOXES = ("measured: raccoon 15 CPU-min, seed 0 (benchmarks/train_raccoon.py): test COCO AP 0.214 -> 0.235, "
                   "AP75 0.085 -> 0.162, mAP@0.5 0.625 -> 0.586 with --box-loss giou --fit-priors (val COCO AP 0.337 -> "
@@ -72,7 +72,8 @@ SSDLITE = Recipe(
     name="ssdlite-torchvision", optimizer="sgd", lr=0.0125, batch=16, lr_scaling="linear", momentum=0.9,
     weight_decay=4e-5, bias_lr_factor=2.0, schedule="cosine", warmup_fraction=0.07, warmup_max_iters=1000,
     epochs=600.0, zoom_out=1.0, ema=True, fit_priors=True, box_loss="giou", **_SSDLITE_SPEED,
-    sources=_SSDLITE_SPEED_SOURCES | {"fit_priors": _SSDLITE_BOXES, "box_loss": _SSDLITE_BOXES, "ema": "measured: raccoon 15 CPU-min, seed 0: with EMA test mAP@0.5 0.536 / COCO AP 0.183, without "
+    sources=_SSDLITE_SPEED_SOURCES | {"fit_priors": _SSDLITE_BOXES, "box_loss": _SSDLITE_BOXES,
+             "ema": "measured: raccoon 15 CPU-min, seed 0: with EMA test mAP@0.5 0.536 / COCO AP 0.183, without "
                     "0.504 / 0.156 (benchmarks/train_raccoon.py ... -- --ema)",
              "optimizer": _SSDLITE_MEASURED, "lr": _TV, "weight_decay": _TV, "schedule": _TV, "epochs": _TV,
              "zoom_out": _TV + "; " + _SSDLITE_MEASURED, "batch": "CPU: more, smaller steps (measured)",
