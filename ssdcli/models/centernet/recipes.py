@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from ssdcli.models.recipe import Recipe
 
 # "Objects as Points" (Zhou et al. 2019): Adam, lr 5e-4 at batch 128 (1.25e-4 at 32; ResNet-18: 5e-4 at 114),
@@ -58,7 +60,6 @@ DLA_SCRATCH = Recipe(
 # channels-last and bf16 gain nothing here: the deformable convolutions (float32 in torchvision's CPU kernel)
 # dominate the step (benchmarks/bench_train_step.py, centernet-dla34 batch 4: 11.06 s/step float32, 10.61 bf16 +
 # channels-last), so the DLA recipes keep float32 and the default memory format.
-DLA_FINETUNE = Recipe(**{**FINETUNE.to_dict(), "milestones": FINETUNE.milestones, "name": "centernet-dla34-finetune",
-                         "channels_last": False, "cpu_bf16": False,
-                         "sources": {"lr": FINETUNE.sources["lr"]}})  # fmt: skip
+DLA_FINETUNE = replace(FINETUNE, name="centernet-dla34-finetune", channels_last=False, cpu_bf16=False,
+                       sources={"lr": FINETUNE.sources["lr"]})
 DLA_RECIPES = {"scratch": DLA_SCRATCH, "backbone": DLA_PAPER, "finetune": DLA_FINETUNE}
