@@ -97,13 +97,12 @@ def resolve_recipe(
     for opt, rf in RECIPE_FIELDS.items():
         user = given.get(opt)
         if user is not None:
-            flag = "--" + ("no-" if user is False else "") + opt.replace("_", "-")
-            values[opt], origins[opt] = user, flag
+            values[opt], origins[opt] = user, _flag(opt, user)
         else:
             values[opt] = getattr(recipe, rf)
             origins[opt] = f"recipe {recipe.name}" + (f": {src[rf]}" if rf in src else "")
     if given.get("amp") is not None:
-        values["amp"], origins["amp"] = given["amp"], "--amp" if given["amp"] else "--no-amp"
+        values["amp"], origins["amp"] = given["amp"], _flag("amp", given["amp"])
     else:
         values["amp"], origins["amp"] = default_amp(recipe, device_type)
     if given.get("lr") is None:
@@ -166,6 +165,11 @@ def plan_length(
     if time_limit is not None:
         return LengthPlan(default, "fitted to --time-limit", fit_to_time=True)
     return LengthPlan(default, f"recipe {recipe.name}: {recipe.epochs:g} epochs")
+
+
+def _flag(option: str, value: Any) -> str:
+    """The ``ssd train`` flag that gave ``value`` to ``option``: ``--weight-decay``, ``--no-amp``."""
+    return "--" + ("no-" if value is False else "") + option.replace("_", "-")
 
 
 def _fmt(v: Any) -> str:
