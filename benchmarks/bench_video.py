@@ -1,7 +1,7 @@
 """`ssd detect` on a video: end-to-end frames/s vs the model's own batch throughput, and peak memory vs length.
 
     .venv/bin/python benchmarks/bench_video.py [--archs ssdlite320 ssd300] [--seconds 10] [--size 640x480]
-        [--batch 8] [--conf 0.25] [--threads N] [--memory] [--json out.json]
+        [--batch 8] [--conf 0.25] [--threads N] [--rounds 3] [--memory] [--json out.json]
 
 Random-init models (speed does not depend on the weights; 21 classes). A video of moving rectangles over a
 textured background is generated with PyAV (MPEG-4, 30 fps, ``--seconds`` long, ``--size``).
@@ -10,8 +10,9 @@ textured background is generated with PyAV (MPEG-4, 30 fps, ``--seconds`` long, 
   ``Detector.detect_resized`` on batches of ``--batch`` (normalise, forward, decode + NMS, pixel boxes): what the
   model does with no video work around it, measured both ways the model can run
   (:func:`ssdcli.inference.video.detect_batches`): one batch at a time on all torch threads, and one batch per
-  thread at once (the video path's default on a CPU). Timed before and after the end-to-end run; the fastest
-  figure of all is the reference.
+  thread at once (the video path's default on a CPU).
+* rounds (``--rounds``, default 3): each round times the model alone both ways, then the end-to-end run; the
+  figures are medians over the rounds, and the reference is the faster of the two model-alone medians.
 * end-to-end: :func:`ssdcli.engine.detect_video.run_videos` on the file (decode thread, model, drawing +
   H.264 encoding + JSON lines thread), frames / wall time. Target (issue 21): >= 0.85x the model alone.
 * ``--memory``: peak RSS (``ru_maxrss``) of a fresh process running the end-to-end path on a 10 s and on a
@@ -25,6 +26,7 @@ from __future__ import annotations
 import argparse
 import json
 import resource
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -117,6 +119,7 @@ def main() -> int:
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--conf", type=float, default=0.25, help="the detector's score threshold")
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    ap.add_argument("--rounds", type=int, default=3, help="interleaved rounds (medians are reported)")
     ap.add_argument("--memory", action="store_true", help="also peak RSS for a 10 s vs a 5 min video")
     ap.add_argument("--json", type=Path)
     ap.add_argument("--rss-child", nargs=2, help=argparse.SUPPRESS)
@@ -136,16 +139,24 @@ def main() -> int:
         for arch in args.archs:
             detector = detector_for(arch, folder, args.conf)
             ways = sorted({1, default_streams(detector)})  # 1 batch on all threads; a batch per thread
-            before = {k: model_alone(detector, video, args.batch, k) for k in ways}
-            e2e, frames, cpu_e = end_to_end(detector, video, Path(tempfile.mkdtemp(dir=tmp)), args.batch)
-            after = {k: model_alone(detector, video, args.batch, k) for k in ways}
-            fps = {k: max(before[k][0], after[k][0]) for k in ways}
-            cpu = {k: min(before[k][2], after[k][2]) for k in ways}
+            alone_runs: dict[int, list] = {k: [] for k in ways}
+            e2e_runs = []
+            for _ in range(args.rounds):
+                for k in ways:
+                    alone_runs[k].append(model_alone(detector, video, args.batch, k))
+                e2e_runs.append(end_to_end(detector, video, Path(tempfile.mkdtemp(dir=tmp)), args.batch))
+            fps = {k: statistics.median(r[0] for r in alone_runs[k]) for k in ways}
+            cpu = {k: statistics.median(r[2] for r in alone_runs[k]) for k in ways}
+            e2e = statistics.median(r[0] for r in e2e_runs)
+            cpu_e = statistics.median(r[2] for r in e2e_runs)
+            frames = e2e_runs[0][1]
             alone = max(fps.values())
             row = {"arch": arch, "model_fps": round(alone, 2), "end_to_end_fps": round(e2e, 2),
                    "ratio": round(e2e / alone, 3), "frames": frames, "end_to_end_cpu_ms_per_frame": round(cpu_e, 1),
                    "model_fps_by_streams": {k: round(v, 2) for k, v in fps.items()},
-                   "model_cpu_ms_per_frame_by_streams": {k: round(v, 1) for k, v in cpu.items()}}
+                   "model_cpu_ms_per_frame_by_streams": {k: round(v, 1) for k, v in cpu.items()},
+                   "end_to_end_fps_runs": [round(r[0], 2) for r in e2e_runs],
+                   "model_fps_runs": {k: [round(r[0], 2) for r in v] for k, v in alone_runs.items()}}
             report["runs"].append(row)
             shown = "   ".join(f"{k} stream(s) {fps[k]:6.2f} frame/s ({cpu[k]:.0f} CPU ms/frame)" for k in ways)
             print(f"{arch:12s} model alone: {shown}   end-to-end {e2e:7.2f} frame/s ({cpu_e:.0f} CPU ms/frame)   "

@@ -126,6 +126,7 @@ def config_from_stored(d: object, source: str) -> ModelConfig:
             ("preprocess mean/std", len(pre.mean) != 3 or len(pre.std) != 3 or not all(map(math.isfinite, pre.mean))
              or not all(math.isfinite(v) and v > 0 for v in pre.std)),
             (f"pixel_scale {pre.pixel_scale}", not (math.isfinite(pre.pixel_scale) and pre.pixel_scale > 0)),
+            (f"nms_threshold {config.nms_threshold}", not 0.0 < config.nms_threshold <= 1.0),
         ) if bad
     ]  # fmt: skip
     if problems:

@@ -6,7 +6,7 @@ classes or boxes.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 from torchvision.ops import batched_nms
@@ -14,11 +14,15 @@ from torchvision.ops import batched_nms
 from ssdcli.boxes import VARIANCES, decode
 from ssdcli.errors import SsdError
 
+PAPER_NMS_IOU = 0.45  # the SSD paper's NMS IoU threshold
+
 
 @dataclass(frozen=True)
 class PostprocessConfig:
     score_threshold: float = 0.01
-    nms_threshold: float = 0.45
+    # None: the model's own (ModelConfig.nms_threshold, recorded at training; see with_nms_default); a model-less
+    # call of select_detections/postprocess uses PAPER_NMS_IOU
+    nms_threshold: float | None = None
     top_k: int = 200  # detections kept per image
     pre_nms_top_k: int = 400  # candidates kept per class and image before NMS (Caffe SSD: 400)
 
@@ -30,7 +34,8 @@ class PostprocessConfig:
         """
         checks = (
             ("--conf (score threshold)", self.score_threshold, 0.0 <= self.score_threshold < 1.0, "[0, 1)"),
-            ("--iou (NMS IoU threshold)", self.nms_threshold, 0.0 < self.nms_threshold <= 1.0, "(0, 1]"),
+            ("--iou (NMS IoU threshold)", self.nms_threshold,
+             self.nms_threshold is None or 0.0 < self.nms_threshold <= 1.0, "(0, 1]"),
             ("--max-det (detections per image)", self.top_k, self.top_k >= 1, ">= 1"),
             ("--pre-nms-top-k (candidates per class)", self.pre_nms_top_k, self.pre_nms_top_k >= 1, ">= 1"),
         )
@@ -38,6 +43,15 @@ class PostprocessConfig:
             if not ok:  # NaN fails every comparison, so it lands here too
                 raise SsdError(f"{name} {value}: expected a value in {allowed}")
         return self
+
+    def with_nms_default(self, nms_threshold: float) -> PostprocessConfig:
+        """This config with a model's own NMS IoU threshold filled in where none was given."""
+        return self if self.nms_threshold is not None else replace(self, nms_threshold=float(nms_threshold))
+
+    @property
+    def nms_iou(self) -> float:
+        """The NMS IoU threshold in use: the given one, else the SSD paper's (a model fills in its own first)."""
+        return PAPER_NMS_IOU if self.nms_threshold is None else self.nms_threshold
 
 
 @dataclass
@@ -119,7 +133,7 @@ def select_detections(
     per_image = torch.bincount(img_idx, minlength=n).tolist()
     out = []
     for b, s, c in zip(cand_boxes.split(per_image), cand_scores.split(per_image), cls_idx.split(per_image)):
-        kept = image_nms(b, s, c, config.nms_threshold, config.top_k)
+        kept = image_nms(b, s, c, config.nms_iou, config.top_k)
         out.append(Detections(b[kept], s[kept], c[kept] + 1))
     return out
 

@@ -96,6 +96,7 @@ def test_ssdlite_detected_with_layout_preprocessing_and_coco_names(tv_lite) -> N
     assert cfg.arch == "ssdlite320" and cfg.image_size == 320 and cfg.extra["reduced_tail"] is True
     assert cfg.num_classes == 91 and cfg.class_names[:3] == ["person", "bicycle", "car"]
     assert cfg.class_names[11] == "N/A-12" and len(set(cfg.class_names)) == 90
+    assert cfg.nms_threshold == tv.nms_thresh == 0.55  # torchvision's NMS IoU, used unless --iou is given
     img = _image(1)
     ours = cfg.preprocess.normalize(img)
     theirs = tv.transform.normalize(img[0].float() / 255.0)[None]

@@ -21,7 +21,7 @@ from cli_helpers import one_line_error, ssd, tiny_checkpoint
 from ssdcli.data.video import VideoReader, VideoWriter, is_stream_source, prefetch, stream_name
 from ssdcli.errors import SsdError
 from ssdcli.inference import Detector
-from ssdcli.inference.video import default_streams, detect_batches
+from ssdcli.inference.video import default_streams, detect_batches, encoder_threads
 from ssdcli.visualize import box_pixels
 
 pytestmark = pytest.mark.usefixtures("one_thread_module")
@@ -240,6 +240,7 @@ def test_onnx_model_on_video(weights: Path, clip, tmp_path: Path) -> None:
     assert [line["frame"] for line in lines] == [0, 6, 12, 18]
     onnx_detector = Detector.from_checkpoint(model, "cpu")
     assert default_streams(onnx_detector) == 1  # ONNX Runtime keeps its own thread pool: one batch at a time
+    assert encoder_threads(onnx_detector) == 1  # the model keeps the CPU busy
     expected = onnx_detector.predict(frames[::6])
     for line, p in zip(lines, expected):
         assert [d["label"] for d in line["detections"]] == p.names
@@ -316,3 +317,14 @@ def test_existing_outputs_refused_without_force(weights: Path, clip, tmp_path: P
     assert len(read_lines(tmp_path / "clip.jsonl")) == 2
     r = ssd("detect", path, "-w", weights, "--json", tmp_path / "d.json")
     assert r.exit_code == 2 and "give --out" in one_line_error(r)
+
+
+def test_encoder_threads_follow_the_model_device(weights: Path, tmp_path: Path) -> None:
+    assert encoder_threads(Detector.from_checkpoint(weights, "cpu")) == 1
+    for threads in (0, 1):
+        path = tmp_path / f"t{threads}.mp4"
+        with VideoWriter(path, 64, 48, Fraction(25), threads=threads) as writer:
+            for i in range(5):
+                writer.write(np.full((48, 64, 3), 40 * i, dtype=np.uint8))
+            assert writer.stream.codec_context.thread_count == threads  # (set when the encoder opens)
+        assert len(read_video(path)[0]) == 5

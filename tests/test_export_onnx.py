@@ -276,3 +276,23 @@ def test_ssdlite320_export(tmp_path: Path) -> None:
     report = export_onnx(tmp_path / "lite.pth", tmp_path / "lite.onnx")
     assert report.graph_vs_decode.equal and report.onnx_vs_torch.equal
     assert OnnxBackend(tmp_path / "lite.onnx", "cpu").config.arch == "ssdlite320"
+
+
+def test_export_uses_the_models_nms_threshold_unless_given(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    model = tiny_model()
+    model.config.nms_threshold = 0.3
+    ckpt = tmp_path / "own.pth"
+    save_checkpoint(ckpt, model)
+    baked = export_onnx(ckpt, tmp_path / "own.onnx", verify=False)
+    assert baked.postprocess.nms_threshold == 0.3
+    assert read_metadata(onnx.load(str(tmp_path / "own.onnx")))["postprocess"]["nms_threshold"] == 0.3
+    given = export_onnx(ckpt, tmp_path / "given.onnx", verify=False, postprocess=PostprocessConfig(nms_threshold=0.5))
+    assert given.postprocess.nms_threshold == 0.5
+    raw = export_onnx(ckpt, tmp_path / "raw.onnx", verify=False, nms=False)
+    assert raw.postprocess is None
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no "NMS is inside the graph with other settings" warning
+        for name, expected in (("own", 0.3), ("given", 0.5), ("raw", 0.3)):
+            detector = Detector(OnnxBackend(tmp_path / f"{name}.onnx", "cpu"))
+            assert detector.postprocess.nms_threshold == expected, name
+            detector.predict_tensors([torch.randint(0, 256, (3, 64, 80), dtype=torch.uint8)])

@@ -29,7 +29,7 @@ def reference_select(boxes: torch.Tensor, scores: torch.Tensor, cfg: Postprocess
             cs, cb = s[mask], boxes[i][mask]
             order = cs.argsort(descending=True)[: cfg.pre_nms_top_k]
             cs, cb = cs[order], cb[order]
-            keep = nms(cb, cs, cfg.nms_threshold)
+            keep = nms(cb, cs, cfg.nms_iou)
             all_b.append(cb[keep])
             all_s.append(cs[keep])
             all_l.append(torch.full((len(keep),), c + 1, dtype=torch.long))

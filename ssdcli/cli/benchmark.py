@@ -79,7 +79,7 @@ def command(
         "--iters", help="Timed iterations per engine and batch size.", lo=1)] = 10,
     warmup: Annotated[int, ranged_option("--warmup", help="Untimed iterations first.", lo=0)] = 3,
     conf: ConfOption = 0.01,
-    iou: IouOption = 0.45,
+    iou: IouOption = None,
     max_det: MaxDetOption = 200,
     json_path: Annotated[Optional[Path], typer.Option(
         "--json", help="Write the full report (settings, versions, rows) as JSON.")] = None,

@@ -58,7 +58,7 @@ def command(
     project: ProjectOption = "runs/detect",
     name: NameOption = "exp",
     conf: ConfOption = 0.01,
-    iou: IouOption = 0.45,
+    iou: IouOption = None,
     max_det: MaxDetOption = 200,
     show_conf: ShowConfOption = None,
     classes: Annotated[Optional[str], typer.Option(

@@ -68,7 +68,7 @@ def command(
     split: Annotated[str, typer.Option(help="Split of the prepared dataset.")] = "test",
     metric: MetricOption = "voc07,coco",
     conf: ConfOption = 0.01,
-    iou: IouOption = 0.45,
+    iou: IouOption = None,
     max_det: MaxDetOption = 200,
     batch: BatchOption = 8,
     workers: WorkersOption = 0,
@@ -136,6 +136,7 @@ def _detections(data, split, weights, detections, pp, device, batch, workers, fl
     detector = load_detector(weights, resolve_device(device), pp, flip_test=flip_test, test_scales=test_scales)
     check_class_names(detector.class_names, ds.classes, weights, str(data))
     settings = detector_settings(detector)
+    pp = detector.postprocess  # with the model's own NMS IoU threshold when --iou was not given
     console.print(
         f"[bold]Detector[/]: {escape(weights)} ({settings['arch']}, {settings['image_size']}x{settings['image_size']}, "
         f"{settings['backend']} on {settings['device']}): score >= {pp.score_threshold:g}, NMS IoU "

@@ -58,7 +58,7 @@ def command(
         "--calib-method", help="How activation ranges are chosen from the calibration images.")] = CalibMethod.minmax,
     force: ForceOption = False,
     conf: ConfOption = 0.01,
-    iou: IouOption = 0.45,
+    iou: IouOption = None,
     max_det: MaxDetOption = 200,
     pre_nms_top_k: Annotated[int, ranged_option(
         "--pre-nms-top-k", help="Candidates kept per class before NMS.", lo=1)] = 400,
@@ -86,7 +86,7 @@ def command(
             checkpoint, out, opset=opset, dynamic_batch=not static, half=half, nms=nms, postprocess=pp,
             check_images=check_images, force=force, int8=spec, reporter=reporter,
         )
-    _print_report(report, pp, half=half, nms=nms)
+    _print_report(report, report.postprocess or pp, half=half, nms=nms)
 
 
 def _print_report(report, pp, *, half: bool, nms: bool) -> None:

@@ -149,8 +149,9 @@ ConfOption = Annotated[
     ),
 ]
 IouOption = Annotated[
-    float,
-    ranged_option("--iou", help="NMS IoU threshold: overlapping boxes of one class above it are merged.",
+    Optional[float],
+    ranged_option("--iou", help="NMS IoU threshold: overlapping boxes of one class above it are merged (default: "
+                  "the model's own, chosen by its training recipe; 0.45, the SSD paper's, for older checkpoints).",
                   lo=0.0, hi=1.0, lo_open=True),
 ]
 MaxDetOption = Annotated[
@@ -220,7 +221,7 @@ TestScalesOption = Annotated[Optional[str], typer.Option(
     "size, rounded to 32): detections of all scales merged by NMS at --iou (CenterNet, .pth).")]
 
 
-def postprocess_config(conf: float, iou: float, max_det: int, pre_nms_top_k: int | None = None) -> Any:
+def postprocess_config(conf: float, iou: float | None, max_det: int, pre_nms_top_k: int | None = None) -> Any:
     """The detector's :class:`~ssdcli.postprocess.PostprocessConfig`, validated once (SsdError names the option)."""
     from ssdcli.postprocess import PostprocessConfig
 

@@ -35,6 +35,8 @@ from ssdcli.models.registry import build_model
 from ssdcli.preprocess import Preprocess
 from ssdcli.priors import PriorSpec
 
+TORCHVISION_SSDLITE_NMS_IOU = 0.55  # torchvision's ssdlite320_mobilenet_v3_large: nms_thresh=0.55
+
 LAYOUT = "torchvision ssdlite320_mobilenet_v3_large"
 C4 = 13  # index of MobileNetV3-Large's last stride-2 block (where torchvision splits the trunk)
 PRIORS_PER_LOCATION = (6, 6, 6, 6, 6, 6)
@@ -157,6 +159,7 @@ def convert_torchvision_ssdlite(
         extra={"prior_spec": spec.to_dict(), "reduced_tail": reduced},
     )
     transfer(model, state, rename, source, LAYOUT, source_name=source_name)
+    model.config.nms_threshold = TORCHVISION_SSDLITE_NMS_IOU
     unnamed = sum(n.startswith("N/A-") for n in names)
     notes = [
         f"{LAYOUT}: {len(state)} tensors -> ssdlite320"

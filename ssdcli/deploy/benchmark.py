@@ -128,6 +128,7 @@ def run_benchmark(
     else:
         model = load_checkpoint_model(path)
         config, shape_model = model.config, model
+    postprocess = postprocess.with_nms_default(config.nms_threshold)  # --iou not given: the model's own
     records, classes = _accuracy_records(accuracy_data, split) if accuracy_data is not None else (None, None)
     if records is not None:  # fail before the timing runs, not after them
 

@@ -137,7 +137,7 @@ def export_onnx(
         raise SsdError(f"{out}: the output file must end in .onnx")
     if not MIN_OPSET <= opset <= MAX_OPSET:
         raise SsdError(f"--opset {opset}: too old or too new for this exporter, use {MIN_OPSET}..{MAX_OPSET}")
-    _check_postprocess(postprocess)
+    postprocess.validate()
     if out.exists() and not force:
         raise SsdError(f"{out}: already exists (use --force to overwrite)")
     if int8 is not None and half:
@@ -154,6 +154,7 @@ def export_onnx(
     stages = Stages(as_reporter(reporter), "export", n_stages)
     stages.next("loading checkpoint")
     model = load_checkpoint_model(ckpt)
+    postprocess = postprocess.with_nms_default(model.config.nms_threshold)  # --iou not given: the model's own
     priors = model.export_arrays().get("priors")
     priors_path = out.with_name(out.stem + ".priors.npy") if not nms and priors is not None else None
     if priors_path is not None and priors_path.exists() and not force:
@@ -251,15 +252,6 @@ def _to_half(model: DetectorModel) -> None:
     for name, buf in keep.items():
         owner, _, attr = name.rpartition(".")
         setattr(model.get_submodule(owner) if owner else model, attr, buf)
-
-
-def _check_postprocess(pp: PostprocessConfig) -> None:
-    if not 0.0 <= pp.score_threshold < 1.0:
-        raise SsdError(f"--conf {pp.score_threshold}: must be in [0, 1)")
-    if not 0.0 < pp.nms_threshold <= 1.0:
-        raise SsdError(f"--nms-iou {pp.nms_threshold}: must be in (0, 1]")
-    if pp.top_k < 1 or pp.pre_nms_top_k < 1:
-        raise SsdError("--top-k: must be at least 1")
 
 
 def _export(

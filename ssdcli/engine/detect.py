@@ -79,11 +79,12 @@ class DetectSummary:
         return self.processed / self.seconds if self.seconds > 0 else 0.0
 
 
-def detect_postprocess(score: float = 0.01, nms: float = 0.45, max_det: int = 100) -> PostprocessConfig:
-    """The detector's post-processing for a detect run (``top_k`` raised to ``max_det`` when larger than 200)."""
+def detect_postprocess(score: float = 0.01, nms: float | None = None, max_det: int = 100) -> PostprocessConfig:
+    """The detector's post-processing for a detect run (``top_k`` raised to ``max_det`` when larger than 200;
+    ``nms`` None: the model's own NMS IoU threshold)."""
     if not 0.0 <= score < 1.0:
         raise SsdError(f"--score {score}: expected a value in [0, 1)")
-    if not 0.0 < nms <= 1.0:
+    if nms is not None and not 0.0 < nms <= 1.0:
         raise SsdError(f"--nms {nms}: expected a value in (0, 1]")
     return PostprocessConfig(score_threshold=score, nms_threshold=nms, top_k=max(PostprocessConfig.top_k, max_det))
 

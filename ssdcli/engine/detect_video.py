@@ -40,7 +40,7 @@ from ssdcli.engine.detect_inputs import DetectItem
 from ssdcli.engine.interrupts import StopRequests, signal_name
 from ssdcli.errors import SsdError, first_line
 from ssdcli.inference import Detector, Prediction
-from ssdcli.inference.video import FramePrediction, predict_video
+from ssdcli.inference.video import FramePrediction, encoder_threads, predict_video
 from ssdcli.reporting import Reporter, as_reporter
 from ssdcli.visualize import draw_prediction
 
@@ -213,7 +213,8 @@ def _run_one(detector: Detector, item: VideoItem, out: Path, stops: StopRequests
         info = reader.info
         total = None if info.frames is None else -(-info.frames // stride)
         video_path.parent.mkdir(parents=True, exist_ok=True)
-        with VideoWriter(video_path, info.width, info.height, info.fps / stride) as writer, \
+        with VideoWriter(video_path, info.width, info.height, info.fps / stride,
+                         threads=encoder_threads(detector)) as writer, \
                 open(jsonl_path, "w", encoding="utf-8") as lines:
             sink = _Writer(writer, lines, maxsize=_QUEUE_BATCHES * batch_size)
             frames = predict_video(detector, reader, batch_size=batch_size, stride=stride, keep_frames=True)

@@ -49,6 +49,7 @@ def init_model(
             preprocess=cfg.preprocess,
             class_names=list(class_names),
             extra=dict(cfg.extra),
+            nms_threshold=cfg.nms_threshold,
         )
         model = build_from_config(new_cfg)
         state = ckpt.model_state

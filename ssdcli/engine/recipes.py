@@ -32,6 +32,7 @@ RECIPE_FIELDS: dict[str, str] = {
     "freeze_backbone": "freeze_backbone",
     "fit_priors": "fit_priors",
     "box_loss": "box_loss",
+    "iou": "iou",
 }
 
 
@@ -101,6 +102,8 @@ def resolve_recipe(
         else:
             values[opt] = getattr(recipe, rf)
             origins[opt] = f"recipe {recipe.name}" + (f": {src[rf]}" if rf in src else "")
+            if opt == "iou" and values[opt] is None:
+                origins[opt] += " (none: the start weights' NMS IoU, else the SSD paper's 0.45)"
     if given.get("amp") is not None:
         values["amp"], origins["amp"] = given["amp"], _flag("amp", given["amp"])
     else:

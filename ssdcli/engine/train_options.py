@@ -86,6 +86,9 @@ class TrainOptions:
     fit_priors: bool | None = option(None, "Re-fit the SSD prior sizes and aspect ratios to the training boxes "
                                      "(same layout; stored in the checkpoint; default: the recipe's).",
                                      flag="--fit-priors/--no-fit-priors")  # fmt: skip
+    iou: float | None = option(None, "NMS IoU threshold stored in the model: what validation (best.pth), eval, "
+                               "detect and export-onnx use unless given --iou (default: the recipe's; else the "
+                               "start weights', or the SSD paper's 0.45).", min=1e-6, max=1.0)  # fmt: skip
     grad_clip: float | None = option(None, "Clip the gradient norm to this value.", min=1e-12)
     eval_every: int | None = option(None, "Validate every N iterations (default: 4 times per run).", min=1)
     patience: int | None = option(None, "Stop after N validations without a better val mAP (default: never).",

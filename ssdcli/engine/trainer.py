@@ -172,6 +172,8 @@ class _Run:
             self._check_priors(train_records)
             state = None
             self.start_iter = 0
+        if options.iou is not None:  # on resume options.iou is the stored run's value
+            self.model.config.nms_threshold = float(options.iou)
         self.model.set_box_loss(options.box_loss, options.box_loss_weight)
         self.recipe = Recipe(**{**options.recipe["recipe"], "milestones": tuple(options.recipe["recipe"]["milestones"])})
         self.config = self.model.config

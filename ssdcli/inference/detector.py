@@ -115,7 +115,8 @@ class Detector:
     def __init__(self, backend: InferenceBackend, postprocess: PostprocessConfig | None = None) -> None:
         self.backend = backend
         self.config = backend.config
-        self.postprocess = postprocess or PostprocessConfig()
+        # --iou not given: the model's own NMS IoU threshold (recorded at training or conversion)
+        self.postprocess = (postprocess or PostprocessConfig()).with_nms_default(self.config.nms_threshold)
 
     @classmethod
     def from_checkpoint(

@@ -122,6 +122,8 @@ class OnnxBackend:
         self.config = config_from_stored(self.meta["config"], f"{self.path}: ONNX metadata")
         self.nms = bool(self.meta.get("nms"))
         self.baked = _baked_postprocess(self.meta, self.path) if self.nms else None
+        if self.baked is not None:  # the model's own NMS IoU threshold is the one baked into its graph
+            self.config.nms_threshold = float(self.baked.nms_threshold)  # type: ignore[arg-type]
         inp = self.session.get_inputs()[0]
         self.input_name = inp.name
         self.input_dtype = np.float16 if "float16" in inp.type else np.float32
@@ -149,6 +151,7 @@ class OnnxBackend:
 
     def to_detections(self, outputs: list[np.ndarray], config: PostprocessConfig) -> list[Detections]:
         """Outputs of :meth:`run` -> per-image relative-xyxy :class:`Detections` (CPU tensors)."""
+        config = config.with_nms_default(self.config.nms_threshold)  # the model's own unless given
         if self.nms:
             self._check_baked(config)
             return detections_from_outputs(*outputs, config=config)

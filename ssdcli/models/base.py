@@ -30,7 +30,7 @@ from torch import nn
 
 from ssdcli.data.transforms import TrainAugment
 from ssdcli.errors import SsdError
-from ssdcli.postprocess import Detections, PostprocessConfig
+from ssdcli.postprocess import PAPER_NMS_IOU, Detections, PostprocessConfig
 from ssdcli.preprocess import Preprocess
 from ssdcli.prior_fit import PriorCoverage
 
@@ -43,6 +43,9 @@ class ModelConfig:
     preprocess: Preprocess = field(default_factory=Preprocess)
     class_names: list[str] = field(default_factory=list)  # foreground names, len == num_classes - 1
     extra: dict = field(default_factory=dict)  # family-specific settings (SSD: prior spec)
+    # NMS IoU threshold used when --iou is not given (eval, detect, export, validation during training): chosen by
+    # the training recipe, or the source project's for converted weights; the SSD paper's in older checkpoints
+    nms_threshold: float = PAPER_NMS_IOU
 
     def to_dict(self) -> dict:
         return {
@@ -52,6 +55,7 @@ class ModelConfig:
             "preprocess": self.preprocess.to_dict(),
             "class_names": list(self.class_names),
             "extra": self.extra,
+            "nms_threshold": self.nms_threshold,
         }
 
     @classmethod
@@ -63,6 +67,7 @@ class ModelConfig:
             preprocess=Preprocess.from_dict(d["preprocess"]),
             class_names=[str(c) for c in d.get("class_names", [])],
             extra=dict(d.get("extra", {})),
+            nms_threshold=float(d.get("nms_threshold", PAPER_NMS_IOU)),
         )
 
 

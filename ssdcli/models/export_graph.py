@@ -79,7 +79,7 @@ def select_in_graph(
     top_s, top_i = scores.float().transpose(1, 2).topk(pre, dim=2)  # [N,K,pre]
     flat_i = top_i.reshape(top_i.shape[0], k * pre, 1).expand(-1, -1, 4)
     cand_boxes = boxes.float().gather(1, flat_i)  # [N,K*pre,4], slot j = class j // pre, rank j % pre
-    iou, thr = float(config.nms_threshold), float(config.score_threshold)
+    iou, thr = float(config.nms_iou), float(config.score_threshold)
     selected = _GroupedNms.apply(cand_boxes.reshape(-1, pre, 4), top_s.reshape(-1, 1, pre), pre, iou, thr)
     slot = selected[:, 0] * pre + selected[:, 2]  # (image*K + class)*pre + rank == image*K*pre + class*pre + rank
     flat_s = top_s.reshape(-1)

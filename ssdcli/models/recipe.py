@@ -49,6 +49,7 @@ class Recipe:
     freeze_backbone: float = 0.0  # fraction of the run (from its start) in which the backbone is not updated
     fit_priors: bool = False  # SSD: re-fit prior sizes and aspect ratios to the training boxes (same layout)
     box_loss: str = "smooth_l1"  # SSD: smooth_l1 (the paper) or smooth L1 plus an IoU term: giou, diou, ciou
+    iou: float | None = None  # NMS IoU threshold stored in the trained model (None: the start weights' or 0.45)
     warning: str = ""  # printed when a run uses this recipe (e.g. a VGG without BatchNorm from random weights)
     sources: dict[str, str] = field(default_factory=dict)  # field name -> where the value comes from
 
@@ -58,6 +59,7 @@ class Recipe:
         assert self.schedule in SCHEDULES, self.schedule
         assert self.lr_scaling in LR_SCALING, self.lr_scaling
         assert self.box_loss in BOX_LOSSES, self.box_loss
+        assert self.iou is None or 0 < self.iou <= 1, self.iou
         assert self.lr > 0 and self.batch > 0 and self.epochs > 0 and 0 <= self.warmup_fraction < 1
 
     def to_dict(self) -> dict:

@@ -180,6 +180,7 @@ class CenterNetBase(DetectorModel):
         """Multi-scale test (see :func:`.multiscale.detect_multi_scale`): ``images`` at the model input size."""
         self.check_input(images)
         forward = self.flip_outputs if flip_test else self.raw_outputs
+        config = config.with_nms_default(self.config.nms_threshold)
         return detect_multi_scale(forward, images, scales, config, int(self.settings["max_peaks"]))
 
     def _device(self) -> torch.device:
@@ -221,6 +222,7 @@ class CenterNetBase(DetectorModel):
         return CenterNetTrainAugment(self.config.image_size, self.config.preprocess)
 
     def export_graph(self, config: PostprocessConfig, with_raw: bool = False) -> nn.Module:
+        config = config.with_nms_default(self.config.nms_threshold)
         return CenterNetExportGraph(self, config, int(self.settings["max_peaks"]), with_raw)
 
     def head_parameter_prefixes(self) -> tuple[str, ...]:

@@ -44,7 +44,7 @@ def merge_scales(per_scale: list[list[Detections]], config: PostprocessConfig) -
         boxes = torch.cat([d.boxes for d in dets])
         scores = torch.cat([d.scores for d in dets])
         labels = torch.cat([d.labels for d in dets])
-        keep = batched_nms(boxes, scores, labels, config.nms_threshold)[: config.top_k]  # sorted by score
+        keep = batched_nms(boxes, scores, labels, config.nms_iou)[: config.top_k]  # sorted by score
         merged.append(Detections(boxes[keep], scores[keep], labels[keep]))
     return merged
 

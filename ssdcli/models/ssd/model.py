@@ -79,6 +79,7 @@ class SSD(DetectorModel):
 
     def decode(self, outputs: tuple[torch.Tensor, ...], config: PostprocessConfig = PostprocessConfig()) -> list[Detections]:
         locs, logits = outputs
+        config = config.with_nms_default(self.config.nms_threshold)
         return postprocess(locs, logits, self.priors, config, self.prior_spec.variances)
 
     def set_box_loss(self, kind: str, weight: float = 1.0) -> None:
@@ -106,7 +107,7 @@ class SSD(DetectorModel):
         return ReferenceAugment(self.config.image_size, self.config.preprocess, max_zoom_out=max_zoom_out)
 
     def export_graph(self, config: PostprocessConfig) -> nn.Module:
-        return SsdExportGraph(self, config)
+        return SsdExportGraph(self, config.with_nms_default(self.config.nms_threshold))
 
     def export_arrays(self) -> dict[str, torch.Tensor]:
         return {"priors": self.priors}
