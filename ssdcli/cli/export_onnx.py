@@ -86,10 +86,11 @@ def command(
             checkpoint, out, opset=opset, dynamic_batch=not static, half=half, nms=nms, postprocess=pp,
             check_images=check_images, force=force, int8=spec, reporter=reporter,
         )
-    _print_report(report, report.postprocess or pp, half=half, nms=nms)
+    _print_report(report)
 
 
-def _print_report(report, pp, *, half: bool, nms: bool) -> None:
+def _print_report(report) -> None:
+    half, nms, pp = report.half, report.nms, report.postprocess  # with the model's own NMS IoU unless --iou
     table = Table(title=f"export-onnx: {escape(report.arch)}", show_header=False)
     table.add_row("written", f"{escape(str(report.output))} ({report.size_bytes / 1e6:.1f} MB)")
     if report.priors_path is not None:

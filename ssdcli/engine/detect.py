@@ -51,12 +51,11 @@ from ssdcli.engine.detect_video import VideoRun, check_video_outputs, run_videos
 from ssdcli.errors import SsdError, first_line
 from ssdcli.inference import Detector, Prediction
 from ssdcli.io_utils import atomic_write, atomic_write_text
-from ssdcli.postprocess import PostprocessConfig
 from ssdcli.reporting import Reporter, as_reporter
 from ssdcli.visualize import MAX_DRAW_SIDE, draw_prediction
 
 __all__ = [
-    "DetectItem", "DetectSummary", "LoadedImage", "collect_inputs", "detect_postprocess", "load_for_detect",
+    "DetectItem", "DetectSummary", "LoadedImage", "collect_inputs", "load_for_detect",
     "picture_path", "run_detect",
 ]
 
@@ -77,16 +76,6 @@ class DetectSummary:
     @property
     def images_per_s(self) -> float:
         return self.processed / self.seconds if self.seconds > 0 else 0.0
-
-
-def detect_postprocess(score: float = 0.01, nms: float | None = None, max_det: int = 100) -> PostprocessConfig:
-    """The detector's post-processing for a detect run (``top_k`` raised to ``max_det`` when larger than 200;
-    ``nms`` None: the model's own NMS IoU threshold)."""
-    if not 0.0 <= score < 1.0:
-        raise SsdError(f"--score {score}: expected a value in [0, 1)")
-    if nms is not None and not 0.0 < nms <= 1.0:
-        raise SsdError(f"--nms {nms}: expected a value in (0, 1]")
-    return PostprocessConfig(score_threshold=score, nms_threshold=nms, top_k=max(PostprocessConfig.top_k, max_det))
 
 
 @dataclass

@@ -222,7 +222,6 @@ class CenterNetBase(DetectorModel):
         return CenterNetTrainAugment(self.config.image_size, self.config.preprocess)
 
     def export_graph(self, config: PostprocessConfig, with_raw: bool = False) -> nn.Module:
-        config = config.with_nms_default(self.config.nms_threshold)
         return CenterNetExportGraph(self, config, int(self.settings["max_peaks"]), with_raw)
 
     def head_parameter_prefixes(self) -> tuple[str, ...]:
